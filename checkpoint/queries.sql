@@ -1,0 +1,257 @@
+-- Every query of the event log, the outbox, leases and liveness, each under a `-- name:` header.
+-- A step costs two statements: claim_step and commit_step. Each is one round trip and one commit.
+--
+-- The lease is free when nobody holds it, when its hard deadline has passed, or when its owner's
+-- heartbeat is older than :lease_seconds (a missing owner counts from the lease's start). The same
+-- test appears in claim_step, finalize_cancel and sweep_lost_leases; keep them identical.
+
+-- name: register_proc
+INSERT INTO worker_procs (id, worker, pid) VALUES (:id, :worker, :pid)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
+
+-- name: heartbeat
+UPDATE worker_procs SET heartbeat_at = now() WHERE id = :id RETURNING id
+
+-- name: forget_procs
+-- Liveness rows of processes silent for an hour; their leases were taken over long ago.
+DELETE FROM worker_procs WHERE heartbeat_at < now() - interval '1 hour'
+
+-- name: create_run
+WITH run AS (
+  INSERT INTO runs (run_id, workflow, input, status, next_seq)
+  VALUES (:run_id, :workflow, CAST(:input AS jsonb), 'queued', 2)
+  RETURNING run_id
+), ev AS (
+  INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
+  SELECT run_id, 1, 'submitted', CAST(:state AS jsonb), CAST(:payload AS jsonb), :worker, :pid, 0 FROM run
+)
+INSERT INTO outbox (run_id, seq, owner, dispatched_at)
+SELECT run_id, 2, NULL, now() FROM run
+
+-- name: claim_step
+-- Take the lease on step :seq, count the attempt, consume its dispatch and read the checkpoint it
+-- starts from, in one statement.
+WITH claimed AS (
+  UPDATE runs r
+     SET status = 'running', attempt = r.attempt + 1, lease_owner = :owner,
+         lease_started_at = now(), lease_expires_at = now() + (:deadline * interval '1 second'),
+         updated_at = now()
+   WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.status IN ('queued', 'running')
+     AND r.cancel_requested_by IS NULL
+     AND (r.lease_owner IS NULL OR r.lease_expires_at < now()
+          OR coalesce((SELECT w.heartbeat_at FROM worker_procs w WHERE w.id = r.lease_owner), r.lease_started_at)
+             < now() - (:lease_seconds * interval '1 second'))
+  RETURNING r.run_id, r.workflow, r.input, r.attempt
+), consumed AS (
+  DELETE FROM outbox o USING claimed c WHERE o.run_id = c.run_id AND o.seq = :seq
+), lost AS (
+  UPDATE step_attempts a SET outcome = 'lost', finished_at = now()
+   WHERE a.run_id = :run_id AND a.seq = :seq AND a.outcome IS NULL AND EXISTS (SELECT 1 FROM claimed)
+), started AS (
+  INSERT INTO step_attempts (run_id, seq, attempt, owner, worker, pid)
+  SELECT run_id, :seq, attempt, :owner, :worker, :pid FROM claimed
+)
+SELECT c.workflow, c.input, c.attempt, e.state
+  FROM claimed c JOIN events e ON e.run_id = c.run_id AND e.seq = :seq - 1
+
+-- name: run_position
+-- Why a claim found nothing to do: the step is done, the run is over, or a live worker holds it.
+SELECT r.status, r.next_seq, r.cancel_requested_by, r.lease_owner,
+       (r.lease_owner IS NULL OR r.lease_expires_at < now()
+        OR coalesce((SELECT w.heartbeat_at FROM worker_procs w WHERE w.id = r.lease_owner), r.lease_started_at)
+           < now() - (:lease_seconds * interval '1 second')) AS lease_free
+  FROM runs r WHERE r.run_id = :run_id
+
+-- name: pending_dispatches
+SELECT o.seq, r.workflow FROM outbox o JOIN runs r ON r.run_id = o.run_id
+ WHERE o.run_id = :run_id AND o.seq > :seq AND o.available_at <= now()
+
+-- name: commit_step
+-- Fenced append: only the holder of this attempt's lease advances the run. In the same statement:
+-- the event, the next step's outbox row (promised by :owner, who publishes right after), and the
+-- attempt's outcome. A cancel requested meanwhile turns the continuation into a `cancelled` event.
+WITH adv AS (
+  UPDATE runs r
+     SET next_seq = :seq + 1 + (CASE WHEN :status = 'running' AND r.cancel_requested_by IS NOT NULL THEN 1 ELSE 0 END),
+         status = CASE WHEN :status = 'running' AND r.cancel_requested_by IS NOT NULL THEN 'cancelled' ELSE :status END,
+         result = CAST(:result AS jsonb), attempt = 0,
+         lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
+   WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.lease_owner = :owner AND r.attempt = :attempt
+  RETURNING r.run_id, r.status, r.cancel_requested_by
+), ev AS (
+  INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
+  SELECT run_id, :seq, :type, CAST(:state AS jsonb), CAST(:payload AS jsonb), :worker, :pid, :attempt FROM adv
+), cancel_ev AS (
+  INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
+  SELECT run_id, :seq + 1, 'cancelled', CAST(:state AS jsonb), jsonb_build_object('by', cancel_requested_by),
+         :worker, :pid, 0
+    FROM adv WHERE :status = 'running' AND status = 'cancelled'
+), nxt AS (
+  INSERT INTO outbox (run_id, seq, owner, dispatched_at)
+  SELECT run_id, :seq + 1, :owner, now() FROM adv WHERE status = 'running'
+), att AS (
+  UPDATE step_attempts SET outcome = 'committed', finished_at = now()
+   WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND EXISTS (SELECT 1 FROM adv)
+)
+SELECT status FROM adv
+
+-- name: retry_step
+-- A failed attempt hands the step back: release the lease and queue the same step after a delay.
+-- The sweeper publishes it when it is due, so the delay lives in Postgres, not in a broker countdown.
+WITH rel AS (
+  UPDATE runs r SET lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
+   WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.lease_owner = :owner AND r.attempt = :attempt
+  RETURNING r.run_id
+), att AS (
+  UPDATE step_attempts SET outcome = :outcome, error = CAST(:error AS jsonb), finished_at = now()
+   WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND EXISTS (SELECT 1 FROM rel)
+)
+INSERT INTO outbox (run_id, seq, owner, available_at, dispatched_at)
+SELECT run_id, :seq, NULL, now() + (:delay * interval '1 second'), NULL FROM rel
+ON CONFLICT (run_id, seq) DO UPDATE
+   SET available_at = EXCLUDED.available_at, dispatched_at = NULL, owner = NULL
+RETURNING run_id
+
+-- name: fail_run
+-- The last allowed attempt failed: the run ends `failed`, its event lists every attempt.
+WITH adv AS (
+  UPDATE runs r
+     SET status = 'failed', error = CAST(:error AS jsonb), next_seq = :seq + 1, attempt = 0,
+         lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
+   WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.lease_owner = :owner AND r.attempt = :attempt
+  RETURNING r.run_id
+), att AS (
+  UPDATE step_attempts SET outcome = 'failed', error = CAST(:error AS jsonb), finished_at = now()
+   WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND EXISTS (SELECT 1 FROM adv)
+), attempts AS (
+  SELECT coalesce(jsonb_agg(jsonb_build_object(
+           'attempt', a.attempt, 'worker', a.worker, 'pid', a.pid,
+           'outcome', CASE WHEN a.attempt = :attempt THEN 'failed' ELSE coalesce(a.outcome, 'lost') END,
+           'error', CASE WHEN a.attempt = :attempt THEN CAST(:error AS jsonb) ELSE a.error END,
+           'started_at', a.started_at) ORDER BY a.attempt), '[]'::jsonb) AS list
+    FROM step_attempts a WHERE a.run_id = :run_id AND a.seq = :seq
+)
+INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
+SELECT adv.run_id, :seq, 'failed',
+       (SELECT e.state FROM events e WHERE e.run_id = :run_id AND e.seq = :seq - 1),
+       jsonb_build_object('error', CAST(:error AS jsonb), 'attempts', attempts.list),
+       :worker, :pid, :attempt
+  FROM adv, attempts
+RETURNING seq
+
+-- name: release_lease
+-- Best effort after a database error in the commit: hand the step back at once, not at the deadline.
+WITH rel AS (
+  UPDATE runs r SET lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
+   WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.lease_owner = :owner AND r.attempt = :attempt
+  RETURNING r.run_id
+)
+INSERT INTO outbox (run_id, seq, owner, dispatched_at)
+SELECT run_id, :seq, NULL, NULL FROM rel
+ON CONFLICT (run_id, seq) DO UPDATE SET dispatched_at = NULL, owner = NULL
+
+-- name: request_cancel
+UPDATE runs SET cancel_requested_by = coalesce(cancel_requested_by, :by), updated_at = now()
+ WHERE run_id = :run_id AND status IN ('queued', 'running')
+RETURNING status
+
+-- name: finalize_cancel
+-- A cancel whose run no live worker is stepping: end it now with a `cancelled` event.
+WITH adv AS (
+  UPDATE runs r
+     SET status = 'cancelled', next_seq = r.next_seq + 1, attempt = 0,
+         lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
+   WHERE r.run_id = :run_id AND r.status IN ('queued', 'running') AND r.cancel_requested_by IS NOT NULL
+     AND (r.lease_owner IS NULL OR r.lease_expires_at < now()
+          OR coalesce((SELECT w.heartbeat_at FROM worker_procs w WHERE w.id = r.lease_owner), r.lease_started_at)
+             < now() - (:lease_seconds * interval '1 second'))
+  RETURNING r.run_id, r.next_seq - 1 AS seq, r.cancel_requested_by
+), dropped AS (
+  DELETE FROM outbox o USING adv WHERE o.run_id = adv.run_id
+), lost AS (
+  UPDATE step_attempts a SET outcome = 'lost', finished_at = now()
+    FROM adv WHERE a.run_id = adv.run_id AND a.outcome IS NULL
+)
+INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
+SELECT adv.run_id, adv.seq, 'cancelled',
+       (SELECT e.state FROM events e WHERE e.run_id = adv.run_id AND e.seq = adv.seq - 1),
+       jsonb_build_object('by', adv.cancel_requested_by), :worker, :pid, 0
+  FROM adv
+RETURNING seq
+
+-- name: sweep_lost_leases
+-- Steps whose worker process went silent or that overran their deadline: release the lease and
+-- dispatch the step again. SKIP LOCKED lets every worker sweep at once, each run handled once.
+WITH lost AS (
+  SELECT r.run_id, r.next_seq, r.attempt, (r.lease_expires_at < now()) AS overran
+    FROM runs r
+   WHERE r.lease_owner IS NOT NULL
+     AND (r.lease_expires_at < now()
+          OR coalesce((SELECT w.heartbeat_at FROM worker_procs w WHERE w.id = r.lease_owner), r.lease_started_at)
+             < now() - (:lease_seconds * interval '1 second'))
+   FOR UPDATE OF r SKIP LOCKED
+   LIMIT 200
+), rel AS (
+  UPDATE runs r SET lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM lost WHERE r.run_id = lost.run_id
+  RETURNING r.run_id, r.next_seq, r.workflow, lost.attempt, lost.overran
+), att AS (
+  UPDATE step_attempts a
+     SET outcome = CASE WHEN rel.overran THEN 'timed_out' ELSE 'lost' END, finished_at = now(),
+         error = CASE WHEN rel.overran THEN jsonb_build_object('type', 'StepTimeout',
+                   'message', 'the step overran its deadline and was taken over')
+                 ELSE jsonb_build_object('type', 'WorkerLost',
+                   'message', 'the worker process stopped heart-beating mid-step') END
+    FROM rel WHERE a.run_id = rel.run_id AND a.seq = rel.next_seq AND a.attempt = rel.attempt
+               AND a.outcome IS NULL
+), queued AS (
+  INSERT INTO outbox (run_id, seq, owner, dispatched_at)
+  SELECT run_id, next_seq, :owner, now() FROM rel
+  ON CONFLICT (run_id, seq) DO UPDATE SET owner = EXCLUDED.owner, dispatched_at = now(), available_at = now()
+)
+SELECT run_id, next_seq AS seq, workflow FROM rel
+
+-- name: sweep_outbox
+-- Dispatches that are due and not known to be in flight: never published (a delayed retry),
+-- promised by a process that has died since (maybe before it published), or published so long ago
+-- that the broker must have lost the message (Redis restarted, FLUSHALL).
+WITH due AS (
+  SELECT o.run_id, o.seq FROM outbox o
+   WHERE o.available_at <= now()
+     AND (o.dispatched_at IS NULL
+          OR o.dispatched_at < now() - (:redispatch_seconds * interval '1 second')
+          OR (o.dispatched_at < now() - (:lease_seconds * interval '1 second')
+              AND coalesce((SELECT w.heartbeat_at FROM worker_procs w WHERE w.id = o.owner), o.dispatched_at)
+                  < now() - (:lease_seconds * interval '1 second')))
+   ORDER BY o.available_at
+   FOR UPDATE SKIP LOCKED
+   LIMIT 500
+)
+UPDATE outbox o SET dispatched_at = now(), owner = :owner
+  FROM due, runs r
+ WHERE o.run_id = due.run_id AND o.seq = due.seq AND r.run_id = o.run_id
+RETURNING o.run_id, o.seq, r.workflow
+
+-- name: get_run
+SELECT run_id, workflow, status, input, result, error, next_seq, attempt, lease_owner,
+       lease_started_at, lease_expires_at, cancel_requested_by, archive, created_at, updated_at
+  FROM runs WHERE run_id = :run_id
+
+-- name: get_events
+SELECT seq, type, state, payload, worker, pid, attempt, created_at
+  FROM events WHERE run_id = :run_id AND seq > :after ORDER BY seq
+
+-- name: get_in_flight
+SELECT a.seq, a.worker, a.pid, a.attempt, a.started_at, r.lease_expires_at
+  FROM runs r JOIN step_attempts a
+    ON a.run_id = r.run_id AND a.seq = r.next_seq AND a.attempt = r.attempt AND a.owner = r.lease_owner
+ WHERE r.run_id = :run_id AND a.outcome IS NULL
+
+-- name: get_attempts
+SELECT seq, attempt, worker, pid, outcome, error, started_at, finished_at
+  FROM step_attempts WHERE run_id = :run_id ORDER BY seq, attempt
+
+-- name: list_runs
+SELECT run_id, workflow, status, created_at, updated_at
+  FROM runs WHERE (CAST(:status AS text) IS NULL OR status = :status)
+ ORDER BY created_at DESC, run_id DESC LIMIT :limit

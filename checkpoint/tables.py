@@ -1,0 +1,113 @@
+"""Table definitions: the one SQLAlchemy MetaData that Alembic migrations must reproduce.
+
+Every durable write has a natural key, so a repeated write is absorbed by the schema, not by an `if`:
+events by (run_id, seq), outbox rows by (run_id, seq), attempts by (run_id, seq, attempt).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("workflow", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default="queued"),
+    Column("input", JSONB, nullable=False),
+    Column("result", JSONB),
+    Column("error", JSONB),
+    # The seq the next step will write; a step for any other seq is a duplicate or stale.
+    Column("next_seq", Integer, nullable=False, server_default="2"),
+    # Attempts at step next_seq so far; reset when a step commits.
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    # The lease: which worker process runs step next_seq now, and the hard deadline of that attempt.
+    Column("lease_owner", Text),
+    Column("lease_started_at", DateTime(timezone=True)),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("cancel_requested_by", Text),
+    Column("archive", JSONB),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"status IN {RUN_STATUSES}", name="runs_status_valid"),
+    Index("runs_created_at_idx", "created_at"),
+    Index("runs_leased_idx", "lease_owner", postgresql_where=text("lease_owner IS NOT NULL")),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("run_id", Text, ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("type", Text, nullable=False),
+    # The checkpoint: the workflow state after this event. The next step starts from it alone.
+    Column("state", JSONB, nullable=False),
+    Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("worker", Text),
+    Column("pid", Integer),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("run_id", "seq", name="events_pkey"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("run_id", Text, ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    # Who promised to publish it (a worker process id); NULL for a submitter or a delayed retry.
+    Column("owner", Text),
+    Column("available_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # When it was last published; NULL: not yet. The claim of the step deletes the row.
+    Column("dispatched_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("run_id", "seq", name="outbox_pkey"),
+    Index("outbox_available_idx", "available_at"),
+)
+
+step_attempts = Table(
+    "step_attempts",
+    metadata,
+    Column("run_id", Text, ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("owner", Text, nullable=False),
+    Column("worker", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    # NULL while running; then committed, failed, lost (its worker died), fenced (a zombie's write refused).
+    Column("outcome", Text),
+    Column("error", JSONB),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("run_id", "seq", "attempt", name="step_attempts_pkey"),
+)
+
+worker_procs = Table(
+    "worker_procs",
+    metadata,
+    # node:pid:token. The token makes a restarted process with the same pid a new owner.
+    Column("id", Text, primary_key=True),
+    Column("worker", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

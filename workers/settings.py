@@ -1,0 +1,134 @@
+"""steplog's settings: environment variables with the prefix ``STEPLOG_``.
+
+Every field has a default that works on one laptop; every field is documented, and the README's
+settings table is generated from these docstrings (``steplog settings``). Bad values fail at start
+with a message naming the variable (see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A ``STEPLOG_*`` variable holds a value steplog cannot use."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STEPLOG_", extra="ignore")
+
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of Postgres (psycopg 3), e.g. postgresql+psycopg://user@host/db. "
+        "Unset: the project's own local Postgres from `steplog services up`.",
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker: redis://host:port/db or amqp://user:pass@host:port//. "
+        "Unset: the project's own local Redis.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis for the hot tier (context cache, live progress). Unset: the broker's Redis, "
+        "or the local Redis when the broker is RabbitMQ.",
+    )
+    artifacts_url: str | None = Field(
+        None,
+        description="Artifact store: file:///path or s3://bucket/prefix. Unset: .steplog/artifacts.",
+    )
+    home: str = Field(".steplog", description="Data directory of the local services, corpus and artifacts.")
+
+    lease_seconds: float = Field(
+        1.5, gt=0, description="A worker process silent for this long is dead; its steps are taken over."
+    )
+    heartbeat_seconds: float = Field(0.5, gt=0, description="How often each worker process reports it is alive.")
+    sweep_seconds: float = Field(
+        0.5, gt=0, description="How often every worker sweeps for lost steps and unsent or lost dispatches."
+    )
+    redispatch_seconds: float = Field(
+        30.0, gt=0, description="A dispatched step no worker claimed within this long is published again."
+    )
+    max_attempts: int = Field(5, ge=1, description="Attempts at one step before its run ends failed.")
+    retry_backoff_seconds: float = Field(
+        0.5, ge=0, description="First delay before re-trying a failed step; doubles per attempt (capped at 60 s)."
+    )
+    step_time_limit: float = Field(
+        300.0, gt=0, description="Longest a step may run (seconds) unless its workflow says otherwise."
+    )
+    visibility_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Redis broker's redelivery backstop (seconds). Unset: twice the step time limit plus 60 s; "
+        "always kept above the step time limit.",
+    )
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as readable text or JSON.")
+    log_level: str = Field("INFO", description="Log level of workers and the CLI.")
+    fault_after_commit: bool = Field(
+        False, description="Test only: a worker exits right after a step commits, before it publishes the next."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+            raise ValueError("must be a Postgres URL such as postgresql+psycopg://user@host:5432/db")
+        if v.startswith("postgres://"):
+            v = "postgresql+psycopg://" + v[len("postgres://") :]
+        elif v.startswith("postgresql://"):
+            v = "postgresql+psycopg://" + v[len("postgresql://") :]
+        return v
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")):
+            raise ValueError("must start with redis:// or amqp://")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://")
+        return v
+
+    @model_validator(mode="after")
+    def _check_timing(self) -> Settings:
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError(
+                "STEPLOG_HEARTBEAT_SECONDS must be shorter than STEPLOG_LEASE_SECONDS "
+                f"({self.heartbeat_seconds} >= {self.lease_seconds})"
+            )
+        if self.visibility_timeout is not None and self.visibility_timeout <= self.step_time_limit:
+            raise ValueError(
+                "STEPLOG_VISIBILITY_TIMEOUT must be longer than STEPLOG_STEP_TIME_LIMIT "
+                f"({self.visibility_timeout} <= {self.step_time_limit})"
+            )
+        return self
+
+    @property
+    def broker_is_redis(self) -> bool:
+        return (self.broker_url or "redis://").startswith(("redis://", "rediss://"))
+
+    @cached_property
+    def effective_visibility_timeout(self) -> float:
+        return self.visibility_timeout or self.step_time_limit * 2 + 60
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; raise :class:`SettingsError` naming each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = err.get("loc") or ()
+            name = f"STEPLOG_{str(loc[0]).upper()}" if loc else "settings"
+            problems.append(f"{name}: {err['msg']}")
+        raise SettingsError("bad settings: " + "; ".join(problems)) from None
