@@ -40,6 +40,7 @@ class Settings(BaseSettings):
         None,
         description="Artifact store: file:///path or s3://bucket/prefix. Unset: .steplog/artifacts.",
     )
+    queue: str = Field("steplog", description="The broker queue steps travel on; separate fleets use separate queues.")
     home: str = Field(".steplog", description="Data directory of the local services, corpus and artifacts.")
 
     lease_seconds: float = Field(
@@ -64,6 +65,9 @@ class Settings(BaseSettings):
         gt=0,
         description="Redis broker's redelivery backstop (seconds). Unset: twice the step time limit plus 60 s; "
         "always kept above the step time limit.",
+    )
+    workflow_modules: str = Field(
+        "", description="Comma-separated Python modules whose WORKFLOWS lists add workflows to the built-ins."
     )
     log_format: Literal["text", "json"] = Field("text", description="Log lines as readable text or JSON.")
     log_level: str = Field("INFO", description="Log level of workers and the CLI.")
@@ -115,6 +119,22 @@ class Settings(BaseSettings):
     @property
     def broker_is_redis(self) -> bool:
         return (self.broker_url or "redis://").startswith(("redis://", "rediss://"))
+
+    def resolved(self, *, start: bool = False) -> Settings:
+        """These settings with every unset URL filled in: explicit STEPLOG_*_URL wins, else the
+        project's local services (started when ``start``), and the hot tier defaults to the broker's Redis."""
+        s = self
+        if s.database_url is None or s.broker_url is None or (s.redis_url is None and not s.broker_is_redis):
+            from workers.services import resolve_urls  # the local services, only when needed
+
+            s = resolve_urls(s, start=start)
+        if s.redis_url is None and s.broker_is_redis:
+            s = s.model_copy(update={"redis_url": s.broker_url})
+        return s
+
+    @property
+    def workflow_module_list(self) -> list[str]:
+        return [m.strip() for m in self.workflow_modules.split(",") if m.strip()]
 
     @cached_property
     def effective_visibility_timeout(self) -> float:

@@ -1,0 +1,100 @@
+"""Runs as operators see them: submit, read, list, cancel."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from checkpoint.jsonutil import dumps
+from checkpoint.queries import queries
+
+Q = queries()
+
+FIRST_STEP = 2  # seq 1 is the `submitted` event holding the initial checkpoint
+
+
+class RunNotFound(LookupError):
+    """No run has this id."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id!r}")
+        self.run_id = run_id
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def create(engine: Engine, workflow: str, input: dict[str, Any], state: dict[str, Any], *, submitted_by: str) -> str:
+    """Write the run, its `submitted` event (the first checkpoint) and the first step's dispatch."""
+    run_id = new_run_id()
+    with engine.begin() as conn:
+        conn.execute(
+            Q["create_run"],
+            dict(
+                run_id=run_id, workflow=workflow, input=dumps(input), state=dumps(state),
+                payload=dumps({"input": input}), worker=submitted_by, pid=os.getpid(),
+            ),
+        )
+    return run_id
+
+
+def get(engine: Engine, run_id: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = conn.execute(Q["get_run"], dict(run_id=run_id)).one_or_none()
+    if row is None:
+        raise RunNotFound(run_id)
+    return dict(row._mapping)
+
+
+def events(engine: Engine, run_id: str, *, after: int = 0) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(Q["get_events"], dict(run_id=run_id, after=after))]
+
+
+def in_flight(engine: Engine, run_id: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(Q["get_in_flight"], dict(run_id=run_id)).one_or_none()
+    return None if row is None else dict(row._mapping)
+
+
+def attempts(engine: Engine, run_id: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(Q["get_attempts"], dict(run_id=run_id))]
+
+
+def recent(engine: Engine, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(Q["list_runs"], dict(status=status, limit=limit))]
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What a cancel did: ended the run now, asked the in-flight step to stop there, or nothing."""
+
+    status: str  # cancelled | requested | already_<status>
+    in_flight_seq: int | None = None
+
+
+def cancel(engine: Engine, run_id: str, *, by: str, lease_seconds: float) -> CancelOutcome:
+    with engine.begin() as conn:
+        requested = conn.execute(Q["request_cancel"], dict(run_id=run_id, by=by)).one_or_none()
+    if requested is None:
+        return CancelOutcome(f"already_{get(engine, run_id)['status']}")
+    if finalize_cancel(engine, run_id, worker=by, lease_seconds=lease_seconds):
+        return CancelOutcome("cancelled")
+    flight = in_flight(engine, run_id)
+    return CancelOutcome("requested", flight["seq"] if flight else None)
+
+
+def finalize_cancel(engine: Engine, run_id: str, *, worker: str, lease_seconds: float) -> bool:
+    """End a cancel-requested run that no live worker is stepping; False if one still is."""
+    with engine.begin() as conn:
+        row = conn.execute(
+            Q["finalize_cancel"], dict(run_id=run_id, worker=worker, pid=os.getpid(), lease_seconds=lease_seconds)
+        ).one_or_none()
+    return row is not None

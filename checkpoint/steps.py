@@ -1,0 +1,132 @@
+"""One step's path through Postgres: claim the lease, then commit (fenced), retry or fail.
+
+Each public function is one statement and one commit, except where a caller passes extra writes
+that must share the commit's transaction (a tool result recorded with its checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from checkpoint.jsonutil import dumps
+from checkpoint.queries import queries
+
+Q = queries()
+
+
+@dataclass(frozen=True)
+class Worker:
+    """Who runs a step: the process's liveness id, its Celery node name and its pid."""
+
+    owner: str
+    name: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A lease on step ``seq`` of a run, and the checkpoint the step starts from."""
+
+    run_id: str
+    seq: int
+    attempt: int
+    workflow: str
+    input: dict[str, Any]
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a run stands, for a step that could not claim."""
+
+    status: str
+    next_seq: int
+    cancel_requested_by: str | None
+    lease_owner: str | None
+    lease_free: bool
+
+
+def claim(engine: Engine, run_id: str, seq: int, worker: Worker, *, deadline: float, lease_seconds: float) -> Claim | None:
+    params = dict(
+        run_id=run_id, seq=seq, owner=worker.owner, worker=worker.name, pid=worker.pid,
+        deadline=deadline, lease_seconds=lease_seconds,
+    )
+    with engine.begin() as conn:
+        row = conn.execute(Q["claim_step"], params).one_or_none()
+    if row is None:
+        return None
+    return Claim(run_id, seq, row.attempt, row.workflow, row.input, row.state)
+
+
+def position(engine: Engine, run_id: str, *, lease_seconds: float) -> Position | None:
+    with engine.connect() as conn:
+        row = conn.execute(Q["run_position"], dict(run_id=run_id, lease_seconds=lease_seconds)).one_or_none()
+    return None if row is None else Position(**row._mapping)
+
+
+def pending_dispatches(engine: Engine, run_id: str, after_seq: int) -> list[tuple[int, str]]:
+    """Outbox rows of a run past ``after_seq``: steps committed as due but not yet claimed."""
+    with engine.connect() as conn:
+        return [(r.seq, r.workflow) for r in conn.execute(Q["pending_dispatches"], dict(run_id=run_id, seq=after_seq))]
+
+
+def commit(
+    engine: Engine,
+    claim: Claim,
+    worker: Worker,
+    *,
+    event_type: str,
+    state: dict[str, Any],
+    payload: dict[str, Any],
+    status: str = "running",
+    result: Any = None,
+    extra_writes: Sequence[Callable[[Connection], None]] = (),
+) -> str | None:
+    """Append event ``claim.seq`` and queue the next step, if this attempt still holds the lease.
+
+    Returns the run's new status, or None when the write was fenced off (another attempt owns the
+    step now). ``extra_writes`` run in the same transaction, only when the append succeeded.
+    """
+    params = dict(
+        run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt,
+        worker=worker.name, pid=worker.pid, type=event_type, status=status,
+        state=dumps(state), payload=dumps(payload), result=None if result is None else dumps(result),
+    )
+    with engine.begin() as conn:
+        row = conn.execute(Q["commit_step"], params).one_or_none()
+        if row is None:
+            return None
+        for write in extra_writes:
+            write(conn)
+    return row.status
+
+
+def retry(engine: Engine, claim: Claim, worker: Worker, *, error: dict[str, Any], delay: float, outcome: str = "failed") -> bool:
+    """Hand the step back after a failed attempt; it is dispatched again after ``delay`` seconds."""
+    params = dict(
+        run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt,
+        error=dumps(error), delay=delay, outcome=outcome,
+    )
+    with engine.begin() as conn:
+        return conn.execute(Q["retry_step"], params).one_or_none() is not None
+
+
+def fail(engine: Engine, claim: Claim, worker: Worker, *, error: dict[str, Any]) -> bool:
+    """End the run ``failed``: its last event lists every attempt at the step."""
+    params = dict(
+        run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt,
+        worker=worker.name, pid=worker.pid, error=dumps(error),
+    )
+    with engine.begin() as conn:
+        return conn.execute(Q["fail_run"], params).one_or_none() is not None
+
+
+def release(engine: Engine, claim: Claim, worker: Worker) -> None:
+    """Give the lease back at once (after a failed commit) so the step is taken up again quickly."""
+    params = dict(run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt)
+    with engine.begin() as conn:
+        conn.execute(Q["release_lease"], params)

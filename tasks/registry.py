@@ -1,0 +1,51 @@
+"""Which workflows this process can run: the built-ins plus modules named in STEPLOG_WORKFLOW_MODULES."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pydantic import ValidationError
+
+from tasks import countdown
+from tasks.workflow import InvalidInput, UnknownWorkflow, Workflow
+
+BUILTIN: tuple[Workflow, ...] = (countdown.WORKFLOW,)
+
+
+class Registry:
+    def __init__(self, workflows: tuple[Workflow, ...] | list[Workflow]) -> None:
+        self._by_name = {wf.name: wf for wf in workflows}
+
+    @classmethod
+    def load(cls, modules: list[str] = ()) -> Registry:
+        """Built-ins, then each module's ``WORKFLOWS`` list (how users add their own)."""
+        found = list(BUILTIN)
+        for name in modules:
+            try:
+                module = importlib.import_module(name)
+            except ImportError as exc:
+                raise ImportError(f"STEPLOG_WORKFLOW_MODULES names {name!r}, which cannot be imported: {exc}") from exc
+            found.extend(getattr(module, "WORKFLOWS", ()))
+        return cls(found)
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def get(self, name: str) -> Workflow:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownWorkflow(name, self.names()) from None
+
+    def validate(self, name: str, raw: Any) -> tuple[Workflow, dict[str, Any]]:
+        """The workflow and its validated input as JSON-ready data; raises a WorkflowError naming the problem."""
+        wf = self.get(name)
+        try:
+            model = wf.input_model.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidInput(f"invalid input for workflow {name!r}: {problems}") from None
+        return wf, model.model_dump(mode="json")

@@ -1,0 +1,177 @@
+"""The step task's logic: claim step ``seq`` of a run, run it once, commit, dispatch the next.
+
+Any message may arrive twice, late, or after another worker took the step over; every path below
+ends in a state the schema vouches for, never in an assumption about process memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from checkpoint import runs, steps
+from checkpoint.liveness import Dispatch
+from checkpoint.steps import Claim, Worker
+from tasks.registry import Registry
+from tasks.timeout import StepTimeout, time_limit
+from tasks.workflow import Continue, Finish, StepContext
+
+log = logging.getLogger("steplog.step")
+
+MAX_BACKOFF = 60.0
+
+
+@dataclass(frozen=True)
+class StepPolicy:
+    """The settings a step obeys (plain values, so tasks/ does not import the settings module)."""
+
+    lease_seconds: float
+    step_time_limit: float
+    max_attempts: int
+    retry_backoff_seconds: float
+    fault_after_commit: bool = False
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+class StepRunner:
+    """Runs one step of any run; holds no run state between calls."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        registry: Registry,
+        policy: StepPolicy,
+        worker: Callable[[], Worker],
+        publish: Callable[[Dispatch, str | None], None],
+        *,
+        services: Any = None,
+        on_commit_failure: Callable[[Claim], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.policy = policy
+        self.worker = worker  # the current process's identity (differs per pool child)
+        self.publish = publish
+        self.services = services
+        self.on_commit_failure = on_commit_failure
+
+    def run(self, run_id: str, seq: int) -> str:
+        """Execute step ``seq`` of ``run_id``; returns what happened, for logs and tests."""
+        me = self.worker()
+        deadline = self.policy.step_time_limit + self.policy.lease_seconds
+        claim = steps.claim(self.engine, run_id, seq, me, deadline=deadline, lease_seconds=self.policy.lease_seconds)
+        if claim is None:
+            return self._not_claimed(run_id, seq, me)
+        if claim.attempt > self.policy.max_attempts:
+            return self._exhausted(claim, me)
+        return self._execute(claim, me)
+
+    # -- a message that finds nothing to do -------------------------------------------------------
+
+    def _not_claimed(self, run_id: str, seq: int, me: Worker) -> str:
+        pos = steps.position(self.engine, run_id, lease_seconds=self.policy.lease_seconds)
+        if pos is None:
+            log.warning("step %s of unknown run %s dropped", seq, run_id)
+            return "unknown_run"
+        if pos.status in ("succeeded", "failed", "cancelled"):
+            return "finished"
+        if pos.next_seq > seq:
+            # A duplicate of a step already written: make sure its successor is on its way.
+            for next_seq, workflow in steps.pending_dispatches(self.engine, run_id, seq):
+                self.publish(Dispatch(run_id, next_seq, workflow), None)
+            return "duplicate"
+        if pos.cancel_requested_by and pos.lease_free:
+            runs.finalize_cancel(self.engine, run_id, worker=me.name, lease_seconds=self.policy.lease_seconds)
+            return "cancelled"
+        if not pos.lease_free:
+            return "busy"  # a live worker holds this step; if it dies, the sweeper re-dispatches
+        log.warning("step %s of run %s is ahead of the run (next is %s); dropped", seq, run_id, pos.next_seq)
+        return "early"
+
+    def _exhausted(self, claim: Claim, me: Worker) -> str:
+        error = {
+            "type": "AttemptsExhausted",
+            "message": (
+                f"step {claim.seq} was started {claim.attempt - 1} times without finishing "
+                f"(limit STEPLOG_MAX_ATTEMPTS={self.policy.max_attempts}); see its attempts"
+            ),
+        }
+        steps.fail(self.engine, claim, me, error=error)
+        log.error("run %s failed: %s", claim.run_id, error["message"])
+        return "failed"
+
+    # -- the step itself ---------------------------------------------------------------------------
+
+    def _execute(self, claim: Claim, me: Worker) -> str:
+        try:
+            wf = self.registry.get(claim.workflow)
+            inp = wf.input_model.model_validate(claim.input)
+            ctx = StepContext(claim.run_id, claim.seq, claim.attempt, inp, claim.state, me.name, self.services)
+            with time_limit(wf.time_limit or self.policy.step_time_limit):
+                outcome = wf.step(ctx)
+        except (Exception, StepTimeout) as exc:
+            return self._attempt_failed(claim, me, exc)
+
+        if isinstance(outcome, Finish):
+            kwargs = dict(
+                event_type="succeeded", state=outcome.state if outcome.state is not None else claim.state,
+                payload={**outcome.payload, "result": outcome.result}, status="succeeded", result=outcome.result,
+            )
+        elif isinstance(outcome, Continue):
+            kwargs = dict(event_type=outcome.event, state=outcome.state, payload=outcome.payload)
+        else:
+            err = TypeError(f"workflow {wf.name!r} step returned {type(outcome).__name__}, not Continue or Finish")
+            return self._attempt_failed(claim, me, err)
+
+        try:
+            status = steps.commit(self.engine, claim, me, **kwargs)
+        except SQLAlchemyError as exc:
+            log.error("commit of step %s of run %s failed: %s; handing the step back", claim.seq, claim.run_id, exc)
+            if self.on_commit_failure:
+                self.on_commit_failure(claim)
+            return "commit_failed"
+        except Exception as exc:  # e.g. a state that is not JSON: the step's fault, not the database's
+            return self._attempt_failed(claim, me, exc)
+
+        if status is None:
+            log.warning(
+                "step %s of run %s: attempt %s lost its lease before committing; result discarded",
+                claim.seq, claim.run_id, claim.attempt,
+            )
+            return "fenced"
+        if self.policy.fault_after_commit:
+            os.kill(os.getpid(), signal.SIGKILL)  # test hook: die between commit and publish
+        if status == "running":
+            label = wf.describe(kwargs["state"]) if wf.describe else None
+            self.publish(Dispatch(claim.run_id, claim.seq + 1, wf.name), label)
+        return status
+
+    def _attempt_failed(self, claim: Claim, me: Worker, exc: BaseException) -> str:
+        info = error_info(exc)
+        outcome = "timed_out" if isinstance(exc, StepTimeout) else "failed"
+        if claim.attempt >= self.policy.max_attempts:
+            steps.fail(self.engine, claim, me, error=info)
+            log.error("run %s failed at step %s after %s attempts: %s", claim.run_id, claim.seq, claim.attempt, exc)
+            return "failed"
+        delay = min(self.policy.retry_backoff_seconds * 2 ** (claim.attempt - 1), MAX_BACKOFF)
+        steps.retry(self.engine, claim, me, error=info, delay=delay, outcome=outcome)
+        log.warning(
+            "step %s of run %s attempt %s failed (%s: %s); retrying in %.1fs",
+            claim.seq, claim.run_id, claim.attempt, info["type"], exc, delay,
+        )
+        return "retrying"

@@ -1,0 +1,68 @@
+"""What a workflow is: a name, a pydantic input model, an initial state, and a step function.
+
+A step is a pure function of the checkpoint (input + state) plus whatever external calls it makes.
+It returns :class:`Continue` (the next state) or :class:`Finish` (the result). Nothing else survives
+between steps: the next step may run in another process on another machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class Continue:
+    """Go on: ``state`` is the next checkpoint; ``payload`` is what the event shows of this step."""
+
+    state: dict[str, Any]
+    payload: dict[str, Any] = field(default_factory=dict)
+    event: str = "step"
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The run is done with ``result``."""
+
+    result: dict[str, Any]
+    state: dict[str, Any] | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Everything a step may read: the checkpoint and who is running it. No process memory."""
+
+    run_id: str
+    seq: int
+    attempt: int
+    input: BaseModel
+    state: dict[str, Any]
+    worker: str
+    services: Any = None  # per-process handles a workflow needs (tool runtime factory, reasoner, ...)
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    input_model: type[BaseModel]
+    start: Callable[[BaseModel], dict[str, Any]]
+    step: Callable[[StepContext], Continue | Finish]
+    time_limit: float | None = None  # seconds one step may take; None: STEPLOG_STEP_TIME_LIMIT
+    describe: Callable[[dict[str, Any]], str] | None = None  # what the next step will do, for Flower
+
+
+class WorkflowError(ValueError):
+    """A workflow name or input that steplog cannot run."""
+
+
+class UnknownWorkflow(WorkflowError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown workflow {name!r}; known workflows: {', '.join(sorted(known))}")
+
+
+class InvalidInput(WorkflowError):
+    """The input does not fit the workflow's model; the message names each bad field."""

@@ -1,0 +1,47 @@
+"""Celery configuration for durability. One line each on why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.settings import Settings
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    hard_limit = settings.step_time_limit + settings.lease_seconds + 5
+    config: dict[str, Any] = dict(
+        broker_url=settings.broker_url,
+        task_default_queue=settings.queue,
+        # JSON only: a message any worker (and any language) can read; no pickle from the broker.
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        # Results and history live in Postgres; Celery's result backend is not used.
+        task_ignore_result=True,
+        # Ack after the step ran: a worker that dies mid-step leaves its message to be redelivered.
+        task_acks_late=True,
+        # A pool child killed mid-step (OOM, hard limit) requeues its message at once.
+        task_reject_on_worker_lost=True,
+        # Hold one message per process: a killed worker strands no prefetched steps.
+        worker_prefetch_multiplier=1,
+        # Events for Flower: received/started/succeeded per step, and sent at publish time.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        # Hard kill (prefork) just above our own in-process limit and lease, below the visibility timeout.
+        task_time_limit=hard_limit,
+        # A worker cut off from the broker stops its steps: their messages will be redelivered anyway.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+        # Logging is ours (structured, with run context); Celery must not replace the root handler.
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+    )
+    if settings.broker_is_redis:
+        config["broker_transport_options"] = {
+            # Backstop only (Postgres leases decide in seconds); longer than any step, so a running
+            # step's message is not redelivered while it runs.
+            "visibility_timeout": max(settings.effective_visibility_timeout, hard_limit + 1),
+            # kombu's scan for expired unacked messages: each minute is plenty for a backstop.
+            "unacked_restore_interval": 60,
+            "unacked_restore_throttle": 1,
+        }
+    return config

@@ -1,0 +1,133 @@
+"""What one process needs to run steps: engine, registry, identity, publisher. Rebuilt after fork.
+
+A process's identity (its liveness owner id) is ``node:pid:token``: the token makes a restarted
+process with a recycled pid, or a same-named worker, a new owner that cannot keep a dead
+predecessor's leases alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+
+from celery import Celery
+from sqlalchemy import Engine
+
+from checkpoint import liveness
+from checkpoint.db import make_engine
+from checkpoint.liveness import Dispatch
+from checkpoint.steps import Worker
+from tasks.registry import Registry
+from tasks.step import StepPolicy, StepRunner
+from workers.liveness import Heartbeat, Sweeper
+from workers.settings import Settings
+
+log = logging.getLogger("steplog.runtime")
+
+STEP_TASK = "steplog.step"
+
+
+def step_task_id(run_id: str, seq: int) -> str:
+    return f"{run_id}:{seq}"
+
+
+class Runtime:
+    def __init__(self, settings: Settings, app: Celery) -> None:
+        self.settings = settings
+        self.app = app
+        self.node_name = f"cli@{socket.gethostname()}"
+        self.registry = Registry.load(settings.workflow_module_list)
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._engine: Engine | None = None
+        self._worker: Worker | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._sweeper: Sweeper | None = None
+        self._runner: StepRunner | None = None
+
+    # -- per-process state, rebuilt in a forked child ----------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        self._check_pid()
+        if self._engine is None:
+            self._engine = make_engine(self.settings.database_url)
+        return self._engine
+
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    if self._engine is not None:
+                        self._engine.dispose(close=False)  # the parent's sockets are not ours
+                    self._engine = self._worker = self._heartbeat = self._sweeper = self._runner = None
+                    self._pid = os.getpid()
+
+    def worker(self) -> Worker:
+        """This process's identity; registers it and starts its heartbeat on first use."""
+        self._check_pid()
+        if self._worker is None:
+            with self._lock:
+                if self._worker is None:
+                    pid = os.getpid()
+                    me = Worker(f"{self.node_name}:{pid}:{secrets.token_hex(4)}", self.node_name, pid)
+                    liveness.register(self.engine, me.owner, me.name, me.pid)
+                    self._heartbeat = Heartbeat(self.engine, me, self.settings.heartbeat_seconds)
+                    self._heartbeat.start()
+                    self._worker = me
+        return self._worker
+
+    def runner(self) -> StepRunner:
+        self._check_pid()
+        if self._runner is None:
+            policy = StepPolicy(
+                lease_seconds=self.settings.lease_seconds,
+                step_time_limit=self.settings.step_time_limit,
+                max_attempts=self.settings.max_attempts,
+                retry_backoff_seconds=self.settings.retry_backoff_seconds,
+                fault_after_commit=self.settings.fault_after_commit,
+            )
+            self._runner = StepRunner(
+                self.engine, self.registry, policy, self.worker, self.publish,
+                on_commit_failure=lambda claim: self._heartbeat and self._heartbeat.release_later(claim),
+            )
+        return self._runner
+
+    def start_sweeper(self) -> None:
+        self._check_pid()
+        if self._sweeper is None:
+            self._sweeper = Sweeper(
+                self.engine, lambda: self.worker().owner, self.publish,
+                interval=self.settings.sweep_seconds, lease_seconds=self.settings.lease_seconds,
+                redispatch_seconds=self.settings.redispatch_seconds,
+            )
+            self._sweeper.start()
+
+    def stop(self) -> None:
+        for thread in (self._sweeper, self._heartbeat):
+            if thread is not None:
+                thread.stopping.set()
+
+    # -- dispatch -----------------------------------------------------------------------------------
+
+    def publish(self, dispatch: Dispatch, label: str | None = None) -> bool:
+        """Send a step to the broker. A failure is logged, not raised: the outbox row stays and the
+        sweeper publishes it again."""
+        name = f"{dispatch.workflow} #{dispatch.seq}" + (f" {label}" if label else "")
+        try:
+            self.app.send_task(
+                STEP_TASK,
+                args=[dispatch.run_id, dispatch.seq],
+                task_id=step_task_id(dispatch.run_id, dispatch.seq),
+                queue=self.settings.queue,
+                shadow=name,
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+            )
+            return True
+        except Exception as exc:
+            log.warning("publishing step %s of run %s failed (%s); the sweeper will retry", dispatch.seq, dispatch.run_id, exc)
+            return False
