@@ -102,3 +102,25 @@ def steplog_env(database_url: str, broker_url: str, redis_url: str, tmp_path) ->
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+@pytest.fixture
+def fast_env(steplog_env: dict[str, str]) -> dict[str, str]:
+    """Worker settings for quick tests: short retry backoff, the test workflows loaded."""
+    env = dict(steplog_env)
+    env.update(
+        STEPLOG_WORKFLOW_MODULES="tests.workflows",
+        STEPLOG_RETRY_BACKOFF_SECONDS="0.05",
+        STEPLOG_REDISPATCH_SECONDS="3",
+        STEPLOG_LOG_LEVEL="INFO",
+    )
+    return env
+
+
+@pytest.fixture
+def fleet(fast_env: dict[str, str], tmp_path) -> Iterator["Fleet"]:
+    from tests.harness import Fleet
+
+    f = Fleet(fast_env, tmp_path)
+    yield f
+    f.close()

@@ -122,7 +122,12 @@ class Runtime:
                 STEP_TASK,
                 args=[dispatch.run_id, dispatch.seq],
                 task_id=step_task_id(dispatch.run_id, dispatch.seq),
-                queue=self.settings.queue,
+                # The anonymous exchange routes by queue name alone: with Redis it needs none of the
+                # binding keys a FLUSHALL erases; the declare makes RabbitMQ keep a step sent before
+                # any worker has declared the queue.
+                exchange="",
+                routing_key=self.settings.queue,
+                declare=[self.app.amqp.queues[self.settings.queue]],
                 shadow=name,
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},

@@ -1,0 +1,164 @@
+"""Real `steplog worker` subprocesses for tests: start, find by the step they run, kill, wait."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import create_engine, text
+
+from checkpoint import runs
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "workers", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def cli_json(env: dict[str, str], *args: str) -> Any:
+    res = cli(env, *args)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+class WorkerProc:
+    """One `steplog worker` in its own process group, logging to a file."""
+
+    def __init__(self, env: dict[str, str], name: str, log_dir: Path, *extra: str) -> None:
+        self.name = name
+        self.node = f"{name}@test"
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers", "worker", f"--hostname={self.node}", *extra],
+            env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Fleet:
+    """The workers a test started; every one is killed at the end, by process group."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.workers: list[WorkerProc] = []
+        self.engine = create_engine(env["STEPLOG_DATABASE_URL"], pool_size=2)
+        self._count = 0
+
+    def start(self, *extra: str, env: dict[str, str] | None = None, wait: bool = True) -> WorkerProc:
+        self._count += 1
+        w = WorkerProc(env or self.env, f"w{self._count}", self.log_dir, *extra)
+        self.workers.append(w)
+        if wait:
+            self.wait_ready(w)
+        return w
+
+    def wait_ready(self, w: WorkerProc, timeout: float = 60) -> None:
+        def registered() -> bool:
+            if w.proc.poll() is not None:
+                raise AssertionError(f"worker {w.node} exited with {w.proc.returncode}:\n{w.log()[-3000:]}")
+            with self.engine.connect() as conn:
+                return conn.execute(text("SELECT 1 FROM worker_procs WHERE worker = :n"), dict(n=w.node)).first() is not None
+
+        wait_for(registered, timeout=timeout, what=f"worker {w.node} to start")
+
+    @property
+    def app(self):
+        if not hasattr(self, "_app"):
+            from workers.app import create_app
+            from workers.settings import Settings
+
+            fields = {k.removeprefix("STEPLOG_").lower(): v for k, v in self.env.items() if k.startswith("STEPLOG_")}
+            self._app = create_app(Settings(**fields))
+        return self._app
+
+    def submit(self, workflow: str, input: dict[str, Any], *, publish: bool = True) -> str:
+        """Create a run as `steplog submit` does (in-process, to keep tests quick)."""
+        wf, data = self.app.steplog.registry.validate(workflow, input)
+        run_id = runs.create(self.engine, wf.name, data, wf.start(wf.input_model.model_validate(data)), submitted_by="test")
+        if publish:
+            self.publish(run_id, runs.FIRST_STEP, workflow)
+        return run_id
+
+    def publish(self, run_id: str, seq: int, workflow: str = "countdown") -> None:
+        from checkpoint.liveness import Dispatch
+
+        assert self.app.steplog.publish(Dispatch(run_id, seq, workflow))
+
+    def by_node(self, node: str) -> WorkerProc:
+        return next(w for w in self.workers if w.node == node)
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.stop()
+        self.engine.dispose()
+
+    # -- reading the run back ------------------------------------------------------------------------
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return runs.get(self.engine, run_id)
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        return runs.events(self.engine, run_id)
+
+    def attempts(self, run_id: str) -> list[dict[str, Any]]:
+        return runs.attempts(self.engine, run_id)
+
+    def in_flight(self, run_id: str, *, min_seq: int = 0) -> dict[str, Any] | None:
+        f = runs.in_flight(self.engine, run_id)
+        return f if f and f["seq"] >= min_seq else None
+
+    def wait_finished(self, run_id: str, timeout: float = 120) -> dict[str, Any]:
+        def done():
+            run = self.run(run_id)
+            return run if run["status"] in ("succeeded", "failed", "cancelled") else None
+
+        return wait_for(done, timeout=timeout, interval=0.1, what=f"run {run_id} to finish")
+
+
+def assert_contiguous(events: list[dict[str, Any]]) -> None:
+    """Seq 1..N, each once: no gap, no duplicate."""
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1)), f"event seqs not contiguous: {seqs}"

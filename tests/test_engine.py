@@ -1,0 +1,101 @@
+"""The durable step engine with real Postgres, real Redis and real `steplog worker` processes."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+
+from tests.harness import assert_contiguous, wait_for
+
+
+def committed_attempts_per_seq(fleet, run_id):
+    return Counter(a["seq"] for a in fleet.attempts(run_id) if a["outcome"] == "committed")
+
+
+def test_countdown_run_completes_with_contiguous_events(fleet):
+    fleet.start()
+    run_id = fleet.submit("countdown", {"steps": 30, "sleep": 0})
+    run = fleet.wait_finished(run_id)
+    assert run["status"] == "succeeded"
+    assert run["result"] == {"steps_run": 30}
+    events = fleet.events(run_id)
+    assert_contiguous(events)
+    assert len(events) == 31  # `submitted` + 30 steps
+    assert [e["type"] for e in events] == ["submitted"] + ["step"] * 29 + ["succeeded"]
+    assert [e["state"]["remaining"] for e in events] == list(range(30, -1, -1))
+
+
+def test_same_step_delivered_twice_at_once_writes_one_event(fleet):
+    fleet.start()
+    fleet.start()
+    run_id = fleet.submit("countdown", {"steps": 5, "sleep": 0.2}, publish=False)
+    fleet.publish(run_id, 2)
+    fleet.publish(run_id, 2)  # the same message twice: both workers race for step 2
+    run = fleet.wait_finished(run_id)
+    assert run["result"] == {"steps_run": 5}
+    events = fleet.events(run_id)
+    assert_contiguous(events)
+    # One event and one next step: every step ran (committed) exactly once, with no second attempt.
+    attempts = fleet.attempts(run_id)
+    assert committed_attempts_per_seq(fleet, run_id) == {seq: 1 for seq in range(2, 7)}
+    assert len(attempts) == 5
+
+
+def test_a_run_migrates_across_workers(fleet):
+    fleet.start()
+    fleet.start()
+    run_id = fleet.submit("countdown", {"steps": 20, "sleep": 0.05})
+    fleet.wait_finished(run_id)
+    events = fleet.events(run_id)
+    assert_contiguous(events)
+    writers = {e["worker"] for e in events if e["type"] != "submitted"}
+    assert writers == {"w1@test", "w2@test"}, f"expected both workers in the event log, got {writers}"
+
+
+def test_sigkill_mid_step_resumes_on_another_worker_as_attempt_2(fleet):
+    first = fleet.start()
+    run_id = fleet.submit("countdown", {"steps": 3, "sleep": 3})
+    flight = wait_for(lambda: fleet.in_flight(run_id), what="a step in flight")
+    assert flight["worker"] == first.node
+    first.kill()
+    fleet.start()
+    run = fleet.wait_finished(run_id)
+    assert run["status"] == "succeeded" and run["result"] == {"steps_run": 3}
+    events = fleet.events(run_id)
+    assert_contiguous(events)
+    killed = next(e for e in events if e["seq"] == flight["seq"])
+    assert killed["attempt"] == 2
+    assert killed["worker"] == "w2@test"
+    lost = [a for a in fleet.attempts(run_id) if a["seq"] == flight["seq"] and a["attempt"] == 1]
+    assert lost and lost[0]["outcome"] == "lost" and lost[0]["worker"] == first.node
+
+
+def test_worker_dying_between_commit_and_publish_leaves_a_run_that_completes(fleet):
+    faulty = fleet.start(env={**fleet.env, "STEPLOG_FAULT_AFTER_COMMIT": "1"})
+    run_id = fleet.submit("countdown", {"steps": 4, "sleep": 0})
+    faulty.proc.wait(timeout=30)  # it commits step 2, then SIGKILLs itself before publishing step 3
+    assert faulty.proc.returncode == -signal.SIGKILL
+    assert [e["seq"] for e in fleet.events(run_id)] == [1, 2]
+    fleet.start()  # the sweeper finds the unsent dispatch of a dead owner and publishes it
+    run = fleet.wait_finished(run_id)
+    assert run["result"] == {"steps_run": 4}
+    assert_contiguous(fleet.events(run_id))
+    assert committed_attempts_per_seq(fleet, run_id) == {seq: 1 for seq in range(2, 6)}
+
+
+def test_step_that_always_raises_fails_the_run_after_bounded_attempts(fleet):
+    fleet.start()
+    run_id = fleet.submit("always_fails", {})
+    run = fleet.wait_finished(run_id)
+    assert run["status"] == "failed"
+    assert run["error"]["type"] == "ValueError"
+    assert "always fails" in run["error"]["message"]
+    assert "Traceback" in run["error"]["traceback"]
+    events = fleet.events(run_id)
+    assert_contiguous(events)
+    failed = events[-1]
+    assert failed["type"] == "failed"
+    recorded = failed["payload"]["attempts"]
+    assert [a["attempt"] for a in recorded] == [1, 2, 3, 4, 5]  # STEPLOG_MAX_ATTEMPTS default
+    assert all(a["outcome"] == "failed" and a["error"]["type"] == "ValueError" for a in recorded)
+    assert [a["outcome"] for a in fleet.attempts(run_id)] == ["failed"] * 5
