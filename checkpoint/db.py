@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Engine, create_engine
 
@@ -12,14 +13,28 @@ class DatabaseError(RuntimeError):
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    # pool_pre_ping: a worker outlives Postgres restarts; a dead pooled connection is replaced, not raised.
+    # No pool_pre_ping: it costs a round trip per checkout on the hot path. A connection that died
+    # with a Postgres restart fails one statement, is invalidated, and the step is retried.
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=5,
-        pool_pre_ping=True,
+        pool_recycle=3600,
         connect_args={"application_name": f"steplog-{os.getpid()}"},
     )
+
+
+_autocommit: "WeakKeyDictionary[Engine, Engine]" = WeakKeyDictionary()
+
+
+def autocommit(engine: Engine) -> Engine:
+    """The same pool in autocommit mode: a single statement is its own transaction, with no BEGIN
+    and COMMIT round trips around it (a step's claim and commit are one statement each)."""
+    try:
+        return _autocommit[engine]
+    except KeyError:
+        _autocommit[engine] = ac = engine.execution_options(isolation_level="AUTOCOMMIT")
+        return ac
 
 
 def after_fork(engine: Engine) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from checkpoint.db import autocommit
 from checkpoint.queries import queries
 
 Q = queries()
@@ -30,7 +31,7 @@ def register(engine: Engine, owner: str, worker: str, pid: int) -> None:
 
 
 def heartbeat(engine: Engine, owner: str, worker: str, pid: int) -> None:
-    with engine.begin() as conn:
+    with autocommit(engine).connect() as conn:
         if conn.execute(Q["heartbeat"], dict(id=owner)).one_or_none() is None:
             # Forgotten after a long pause: come back as the same owner; leases taken meanwhile stay taken.
             conn.execute(Q["register_proc"], dict(id=owner, worker=worker, pid=pid))

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from checkpoint.db import autocommit
 from checkpoint.jsonutil import dumps
 from checkpoint.queries import queries
 
@@ -55,7 +56,7 @@ def claim(engine: Engine, run_id: str, seq: int, worker: Worker, *, deadline: fl
         run_id=run_id, seq=seq, owner=worker.owner, worker=worker.name, pid=worker.pid,
         deadline=deadline, lease_seconds=lease_seconds,
     )
-    with engine.begin() as conn:
+    with autocommit(engine).connect() as conn:
         row = conn.execute(Q["claim_step"], params).one_or_none()
     if row is None:
         return None
@@ -96,6 +97,10 @@ def commit(
         worker=worker.name, pid=worker.pid, type=event_type, status=status,
         state=dumps(state), payload=dumps(payload), result=None if result is None else dumps(result),
     )
+    if not extra_writes:
+        with autocommit(engine).connect() as conn:
+            row = conn.execute(Q["commit_step"], params).one_or_none()
+        return None if row is None else row.status
     with engine.begin() as conn:
         row = conn.execute(Q["commit_step"], params).one_or_none()
         if row is None:
@@ -111,7 +116,7 @@ def retry(engine: Engine, claim: Claim, worker: Worker, *, error: dict[str, Any]
         run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt,
         error=dumps(error), delay=delay, outcome=outcome,
     )
-    with engine.begin() as conn:
+    with autocommit(engine).connect() as conn:
         return conn.execute(Q["retry_step"], params).one_or_none() is not None
 
 
@@ -121,12 +126,12 @@ def fail(engine: Engine, claim: Claim, worker: Worker, *, error: dict[str, Any])
         run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt,
         worker=worker.name, pid=worker.pid, error=dumps(error),
     )
-    with engine.begin() as conn:
+    with autocommit(engine).connect() as conn:
         return conn.execute(Q["fail_run"], params).one_or_none() is not None
 
 
 def release(engine: Engine, claim: Claim, worker: Worker) -> None:
     """Give the lease back at once (after a failed commit) so the step is taken up again quickly."""
     params = dict(run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt)
-    with engine.begin() as conn:
+    with autocommit(engine).connect() as conn:
         conn.execute(Q["release_lease"], params)

@@ -162,6 +162,15 @@ class StepRunner:
         return status
 
     def _attempt_failed(self, claim: Claim, me: Worker, exc: BaseException) -> str:
+        try:
+            return self._record_failure(claim, me, exc)
+        except SQLAlchemyError as db_exc:
+            log.error("recording the failure of step %s of run %s failed: %s", claim.seq, claim.run_id, db_exc)
+            if self.on_commit_failure:
+                self.on_commit_failure(claim)
+            return "commit_failed"
+
+    def _record_failure(self, claim: Claim, me: Worker, exc: BaseException) -> str:
         info = error_info(exc)
         outcome = "timed_out" if isinstance(exc, StepTimeout) else "failed"
         if claim.attempt >= self.policy.max_attempts:

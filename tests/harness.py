@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from checkpoint import runs
+from workers.fleet import WorkerProc
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -43,41 +42,6 @@ def cli_json(env: dict[str, str], *args: str) -> Any:
     return json.loads(res.stdout)
 
 
-class WorkerProc:
-    """One `steplog worker` in its own process group, logging to a file."""
-
-    def __init__(self, env: dict[str, str], name: str, log_dir: Path, *extra: str) -> None:
-        self.name = name
-        self.node = f"{name}@test"
-        self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers", "worker", f"--hostname={self.node}", *extra],
-            env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
 class Fleet:
     """The workers a test started; every one is killed at the end, by process group."""
 
@@ -89,20 +53,14 @@ class Fleet:
 
     def start(self, *extra: str, env: dict[str, str] | None = None, wait: bool = True) -> WorkerProc:
         self._count += 1
-        w = WorkerProc(env or self.env, f"w{self._count}", self.log_dir, *extra)
+        w = WorkerProc(env or self.env, f"w{self._count}", self.log_dir, *extra, host="test")
         self.workers.append(w)
         if wait:
             self.wait_ready(w)
         return w
 
     def wait_ready(self, w: WorkerProc, timeout: float = 60) -> None:
-        def registered() -> bool:
-            if w.proc.poll() is not None:
-                raise AssertionError(f"worker {w.node} exited with {w.proc.returncode}:\n{w.log()[-3000:]}")
-            with self.engine.connect() as conn:
-                return conn.execute(text("SELECT 1 FROM worker_procs WHERE worker = :n"), dict(n=w.node)).first() is not None
-
-        wait_for(registered, timeout=timeout, what=f"worker {w.node} to start")
+        w.wait_ready(self.engine, timeout)
 
     @property
     def app(self):

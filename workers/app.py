@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from sqlalchemy.exc import OperationalError
 
 from workers import signals
 from workers.celeryconfig import celery_config
@@ -19,9 +20,14 @@ def create_app(settings: Settings) -> Celery:
     runtime = Runtime(settings, app)
     app.steplog = runtime
 
-    @app.task(name=STEP_TASK, bind=True)
+    @app.task(name=STEP_TASK, bind=True, max_retries=10)
     def step(self, run_id: str, seq: int) -> str:
-        return runtime.runner().run(run_id, seq)
+        try:
+            return runtime.runner().run(run_id, seq)
+        except OperationalError as exc:
+            # Postgres unreachable before the claim (restart, failover): try again shortly. The
+            # outbox row also still stands, so the sweeper resends the step if these retries run out.
+            raise self.retry(exc=exc, countdown=1.0) from exc
 
     signals.connect(runtime)
     return app

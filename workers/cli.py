@@ -22,11 +22,13 @@ from checkpoint.db import make_engine
 from checkpoint.liveness import Dispatch
 from checkpoint.runs import RunNotFound
 from tasks.workflow import WorkflowError
+from workers.services_cli import services_app
 from workers.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="steplog: durable agent runs on a worker fleet.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
+app.add_typer(services_app, name="services", help="The project's own local Postgres and Redis (no Docker needed).")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -46,10 +48,22 @@ class Context:
 
     @cached_property
     def settings(self) -> Settings:
+        from workers.services import ServiceError
+
         try:
-            return load_settings().resolved(start=True)
+            given = load_settings()
+            settings = given.resolved(start=True)
         except SettingsError as exc:
             fail(str(exc), 2)
+        except ServiceError as exc:
+            fail(f"could not start the local services: {exc}", 1)
+        if given.database_url is None:
+            # The embedded default needs no set-up: its schema follows the code. With an explicit
+            # STEPLOG_DATABASE_URL, schema changes wait for the operator's `steplog db upgrade`.
+            from workers.migrate import upgrade
+
+            upgrade(settings.database_url)
+        return settings
 
     @cached_property
     def engine(self):

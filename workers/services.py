@@ -72,9 +72,9 @@ class LocalURLs:
     broker_url: str
     redis_url: str
 
-    def exports(self) -> str:
-        """Shell ``export`` lines for these URLs."""
-        return "".join(f"export STEPLOG_{k.upper()}={v}\n" for k, v in asdict(self).items())
+    def as_env(self) -> dict[str, str]:
+        """These URLs as ``STEPLOG_*_URL`` environment variables."""
+        return {f"STEPLOG_{k.upper()}": v for k, v in asdict(self).items()}
 
 
 # --- finding the server binaries ---------------------------------------------------------------
@@ -609,19 +609,22 @@ def resolve_urls(settings: Settings, *, start: bool = True) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m workers.services up [--exports] | down | status`` for ``STEPLOG_HOME``; status prints
+    """``python -m workers.services up [--env] | down | status`` for ``STEPLOG_HOME``; status prints
     JSON and exits 3 when a service does not answer."""
     parser = argparse.ArgumentParser(prog="python -m workers.services", description=main.__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--home", default=os.environ.get("STEPLOG_HOME", ".steplog"), help="data directory")
-    parser.add_argument("--exports", action="store_true", help="up: print shell export lines of the URLs")
+    parser.add_argument("--env", action="store_true", help="up: print the URLs as STEPLOG_*_URL=... lines")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     services = LocalServices(args.home)
     try:
         if args.command == "up":
             urls = services.up()
-            print(urls.exports() if args.exports else json.dumps(asdict(urls), indent=2))
+            if args.env:
+                print("\n".join(f"{k}={v}" for k, v in urls.as_env().items()))
+            else:
+                print(json.dumps(asdict(urls), indent=2))
         elif args.command == "down":
             services.down()
         else:

@@ -1,0 +1,107 @@
+"""What every benchmark needs: servers (explicit URLs or the local services), a scratch database,
+a scratch Redis database, and a fleet of real worker processes."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import redis
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from checkpoint import runs  # noqa: E402
+from workers.fleet import WorkerProc  # noqa: E402
+from workers.migrate import upgrade  # noqa: E402
+from workers.settings import load_settings  # noqa: E402
+
+
+def servers():
+    """Settings with every URL resolved (starting the local services if no URL is set)."""
+    return load_settings().resolved(start=True)
+
+
+@contextmanager
+def scratch_database(server_url: str, *, migrate: bool = True):
+    """A fresh database on the same Postgres server, dropped afterwards."""
+    name = f"steplog_bench_{uuid.uuid4().hex[:8]}"
+    admin = make_url(server_url).set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        if migrate:
+            upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def scratch_redis(url: str, db: int) -> str:
+    base = url.rsplit("/", 1)[0] if url.count("/") >= 3 else url
+    scratch = f"{base}/{db}"
+    redis.Redis.from_url(scratch).flushdb()
+    return scratch
+
+
+def worker_env(database_url: str, broker_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPLOG_")}
+    env.update(STEPLOG_DATABASE_URL=database_url, STEPLOG_BROKER_URL=broker_url, STEPLOG_LOG_LEVEL="WARNING")
+    env.update(extra)
+    return env
+
+
+class BenchFleet:
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.engine = create_engine(env["STEPLOG_DATABASE_URL"], pool_size=2)
+        self.workers: list[WorkerProc] = []
+        from workers.app import create_app
+        from workers.settings import Settings
+
+        fields = {k.removeprefix("STEPLOG_").lower(): v for k, v in env.items() if k.startswith("STEPLOG_")}
+        self.app = create_app(Settings(**fields))
+
+    def start(self, n: int, *extra: str) -> None:
+        for _ in range(n):
+            w = WorkerProc(self.env, f"b{len(self.workers) + 1}", self.log_dir, *extra, host="bench")
+            self.workers.append(w)
+        for w in self.workers:
+            w.wait_ready(self.engine)
+
+    def submit(self, workflow: str, data: dict) -> str:
+        from checkpoint.liveness import Dispatch
+
+        wf, data = self.app.steplog.registry.validate(workflow, data)
+        run_id = runs.create(self.engine, wf.name, data, wf.start(wf.input_model.model_validate(data)), submitted_by="bench")
+        self.app.steplog.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name))
+        return run_id
+
+    def wait_all(self, run_ids: list[str], timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(run_ids)
+        while pending:
+            pending = {r for r in pending if runs.get(self.engine, r)["status"] not in ("succeeded", "failed", "cancelled")}
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"{len(pending)} runs unfinished after {timeout}s")
+            if pending:
+                time.sleep(0.02)
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.stop()
+        self.engine.dispose()
+
+
+def median(values) -> float:
+    return statistics.median(values)

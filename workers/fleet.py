@@ -1,0 +1,69 @@
+"""Local worker processes for the demo, chaos, benchmarks and tests: start, signal, kill, wait.
+
+Each worker runs in its own process group, so a kill takes the worker and its pool children and
+nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class WorkerProc:
+    """One `steplog worker` subprocess, logging to a file."""
+
+    def __init__(self, env: dict[str, str], name: str, log_dir: Path, *extra: str, host: str = "local") -> None:
+        self.name = name
+        self.node = f"{name}@{host}"
+        self.log_path = Path(log_dir) / f"{name}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers", "worker", f"--hostname={self.node}", *extra],
+            env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.kill()
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, engine: Engine, timeout: float = 60) -> None:
+        """Until the worker has registered its liveness row (it is then consuming)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive():
+                raise RuntimeError(f"worker {self.node} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            with engine.connect() as conn:
+                if conn.execute(text("SELECT 1 FROM worker_procs WHERE worker = :n"), dict(n=self.node)).first():
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker {self.node} did not start within {timeout}s; log: {self.log_path}")
+            time.sleep(0.05)
