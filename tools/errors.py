@@ -25,6 +25,10 @@ class ToolDeclarationError(ToolError):
     """A tool is declared wrongly (bad name, version, models or effect); raised at registration."""
 
 
+class ToolConfigError(ToolError, ValueError):
+    """A tool setting is unusable (e.g. a malformed ``STEPLOG_NET_ALLOW`` entry); names the value."""
+
+
 class UnknownToolError(ToolError):
     """The agent asked for a tool the registry does not have."""
 

@@ -75,6 +75,23 @@ class Settings(BaseSettings):
         False, description="Test only: a worker exits right after a step commits, before it publishes the next."
     )
 
+    # Tool calls (tools/): retries, the network guard, fetch limits and fault injection.
+    tool_retries: int = Field(4, ge=0, description="Retries of a transient tool error (timeout, 429/5xx) within a step.")
+    tool_retry_seconds: float = Field(
+        20.0, ge=0, description="Most time one tool call spends retrying (seconds); backoff is exponential with jitter."
+    )
+    net_allow: str = Field(
+        "",
+        description="Comma-separated host or host:port entries network tools may reach even when they resolve to "
+        "loopback, private or link-local addresses (all such addresses are refused otherwise).",
+    )
+    fetch_max_bytes: int = Field(1_000_000, gt=0, description="Largest body fetch_url reads (bytes); the rest is cut.")
+    fetch_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one HTTP request of a network tool (seconds).")
+    tool_fault_rate: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Test only: fraction of tool executions that fail transiently, half after the effect happened.",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, v: str | None) -> str | None:
@@ -86,6 +103,14 @@ class Settings(BaseSettings):
             v = "postgresql+psycopg://" + v[len("postgres://") :]
         elif v.startswith("postgresql://"):
             v = "postgresql+psycopg://" + v[len("postgresql://") :]
+        return v
+
+    @field_validator("net_allow")
+    @classmethod
+    def _check_net_allow(cls, v: str) -> str:
+        from tools.netguard import parse_allow  # workers may import tools; the check lives with the guard
+
+        parse_allow(v)
         return v
 
     @field_validator("broker_url")
