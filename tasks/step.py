@@ -121,7 +121,7 @@ class StepRunner:
         try:
             wf = self.registry.get(claim.workflow)
             inp = wf.input_model.model_validate(claim.input)
-            ctx = StepContext(claim.run_id, claim.seq, claim.attempt, inp, claim.state, me.name, self.services)
+            ctx = StepContext(claim.run_id, claim.seq, claim.attempt, inp, claim.state, me.name, me.owner, self.services)
             with time_limit(wf.time_limit or self.policy.step_time_limit):
                 outcome = wf.step(ctx)
         except (Exception, StepTimeout) as exc:
@@ -131,9 +131,12 @@ class StepRunner:
             kwargs = dict(
                 event_type="succeeded", state=outcome.state if outcome.state is not None else claim.state,
                 payload={**outcome.payload, "result": outcome.result}, status="succeeded", result=outcome.result,
+                extra_writes=outcome.writes,
             )
         elif isinstance(outcome, Continue):
-            kwargs = dict(event_type=outcome.event, state=outcome.state, payload=outcome.payload)
+            kwargs = dict(
+                event_type=outcome.event, state=outcome.state, payload=outcome.payload, extra_writes=outcome.writes
+            )
         else:
             err = TypeError(f"workflow {wf.name!r} step returned {type(outcome).__name__}, not Continue or Finish")
             return self._attempt_failed(claim, me, err)

@@ -7,7 +7,7 @@ between steps: the next step may run in another process on another machine.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ class Continue:
     state: dict[str, Any]
     payload: dict[str, Any] = field(default_factory=dict)
     event: str = "step"
+    writes: Sequence[Callable] = ()  # run inside the commit's transaction (tool results)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Finish:
     result: dict[str, Any]
     state: dict[str, Any] | None = None
     payload: dict[str, Any] = field(default_factory=dict)
+    writes: Sequence[Callable] = ()
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class StepContext:
     input: BaseModel
     state: dict[str, Any]
     worker: str
-    services: Any = None  # per-process handles a workflow needs (tool runtime factory, reasoner, ...)
+    owner: str = ""  # this process's liveness id (the lease holder), e.g. for the tool ledger
+    services: Any = None  # per-process handles a workflow needs (tasks.services.StepServices)
 
 
 @dataclass(frozen=True)

@@ -42,3 +42,28 @@ def _kills_its_process(ctx: StepContext):
 
 
 WORKFLOWS.append(Workflow("kills_its_process", Nothing, lambda inp: {}, _kills_its_process))
+
+
+class NotifyAfterInput(BaseModel):
+    url: str
+    steps: int = 4
+    sleep: float = 0.0
+
+
+def _notify_after(ctx: StepContext):
+    """Counts down; half way it notifies a webhook once, through the tool runtime."""
+    inp = ctx.input
+    time.sleep(inp.sleep)
+    remaining = ctx.state["remaining"] - 1
+    if remaining <= 0:
+        return Finish({"steps_run": inp.steps}, state={"remaining": 0})
+    if remaining == inp.steps // 2:
+        tools = ctx.services.tool_runtime(ctx)
+        out = tools.call("notify", {"url": inp.url, "payload": {"run_id": ctx.run_id}})
+        return Continue({"remaining": remaining}, payload={"notify": out.as_message()}, writes=tools.records())
+    return Continue({"remaining": remaining})
+
+
+WORKFLOWS.append(
+    Workflow("notify_after", NotifyAfterInput, lambda inp: {"remaining": inp.steps}, _notify_after)
+)

@@ -219,5 +219,22 @@ def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
         out.print(f"run {run_id} is already {outcome.status.removeprefix('already_')}; nothing to cancel")
 
 
+@app.command("tools")
+@_db_errors
+def tool_calls(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The tool ledger of a run: each call's tool, key, status, attempts, replays, duration, error."""
+    from tools.audit import ledger_rows, render_table
+
+    try:
+        runs.get(ctx.engine, run_id)
+    except RunNotFound as exc:
+        fail(str(exc), 1)
+    rows = ledger_rows(ctx.engine, run_id)
+    print_json(rows) if as_json else out.print(render_table(rows))
+
+
 def main() -> None:
     app()

@@ -21,6 +21,7 @@ from checkpoint.db import make_engine
 from checkpoint.liveness import Dispatch
 from checkpoint.steps import Worker
 from tasks.registry import Registry
+from tasks.services import StepServices
 from tasks.step import StepPolicy, StepRunner
 from workers.liveness import Heartbeat, Sweeper
 from workers.settings import Settings
@@ -91,10 +92,16 @@ class Runtime:
                 fault_after_commit=self.settings.fault_after_commit,
             )
             self._runner = StepRunner(
-                self.engine, self.registry, policy, self.worker, self.publish,
+                self.engine, self.registry, policy, self.worker, self.publish, services=self.services(),
                 on_commit_failure=lambda claim: self._heartbeat and self._heartbeat.release_later(claim),
             )
         return self._runner
+
+    def services(self) -> StepServices:
+        from tools.config import ToolConfig
+        from tools.registry import builtin_registry
+
+        return StepServices(self.engine, builtin_registry(), ToolConfig.from_settings(self.settings))
 
     def start_sweeper(self) -> None:
         self._check_pid()

@@ -1,0 +1,46 @@
+"""Tool calls inside real worker steps: exactly one effect per logical call, through faults and kills."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from sqlalchemy import text
+
+from tests.harness import assert_contiguous, cli_json, wait_for
+from tests.toolsupport import LocalHTTPServer
+
+
+def test_notify_reaches_the_webhook_once_per_call_through_faults_and_a_kill(fast_env, tmp_path):
+    from tests.harness import Fleet
+
+    with LocalHTTPServer() as hook:
+        env = {**fast_env, "STEPLOG_TOOL_FAULT_RATE": "0.3", "STEPLOG_NET_ALLOW": hook.allow}
+        fleet = Fleet(env, tmp_path)
+        try:
+            victim = fleet.start()
+            fleet.start()
+            run_ids = [fleet.submit("notify_after", {"url": f"{hook.base}/hook", "steps": 6, "sleep": 0.3})
+                       for _ in range(10)]
+            wait_for(lambda: sum(len(fleet.events(r)) for r in run_ids) > 20, what="runs under way")
+            victim.kill()
+            for run_id in run_ids:
+                assert fleet.wait_finished(run_id, timeout=120)["status"] == "succeeded"
+                assert_contiguous(fleet.events(run_id))
+
+            # Every workflow's notification reached the webhook with exactly one distinct key ...
+            keys = hook.keys_by("run_id")
+            assert set(keys) == set(run_ids)
+            assert all(len(k) == 1 and None not in k for k in keys.values()), keys
+            # ... and the receiver applied each exactly once (retries re-sent the same key).
+            assert sorted(p["run_id"] for p in hook.applied.values()) == sorted(run_ids)
+
+            with fleet.engine.connect() as conn:
+                rows = conn.execute(text("SELECT run_id, key, status FROM tool_ledger WHERE tool = 'notify'")).all()
+            assert Counter(r.run_id for r in rows if r.status == "succeeded") == Counter(run_ids)
+            assert {r.run_id: r.key for r in rows} == {r: next(iter(keys[r])) for r in run_ids}
+
+            audit = cli_json(env, "tools", run_ids[0], "--json")
+            assert [(a["tool"], a["status"]) for a in audit] == [("notify", "succeeded")]
+            assert {"tool", "key", "status", "attempts", "replays", "duration_ms", "error"} <= set(audit[0])
+        finally:
+            fleet.close()
