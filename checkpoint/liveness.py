@@ -43,11 +43,14 @@ def sweep_lost_leases(engine: Engine, owner: str, *, lease_seconds: float) -> li
     return [Dispatch(r.run_id, r.seq, r.workflow) for r in rows]
 
 
-def sweep_outbox(engine: Engine, owner: str, *, lease_seconds: float, redispatch_seconds: float) -> list[Dispatch]:
+def sweep_outbox(
+    engine: Engine, owner: str, *, lease_seconds: float, redispatch_seconds: float, run_id: str | None = None
+) -> list[Dispatch]:
+    """Take the due dispatches that look lost (all runs, or one) for ``owner`` to publish."""
     with engine.begin() as conn:
         rows = conn.execute(
             Q["sweep_outbox"],
-            dict(owner=owner, lease_seconds=lease_seconds, redispatch_seconds=redispatch_seconds),
+            dict(owner=owner, lease_seconds=lease_seconds, redispatch_seconds=redispatch_seconds, run_id=run_id),
         ).all()
     return [Dispatch(r.run_id, r.seq, r.workflow) for r in rows]
 

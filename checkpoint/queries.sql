@@ -62,10 +62,6 @@ SELECT r.status, r.next_seq, r.cancel_requested_by, r.lease_owner,
            < now() - (:lease_seconds * interval '1 second')) AS lease_free
   FROM runs r WHERE r.run_id = :run_id
 
--- name: pending_dispatches
-SELECT o.seq, r.workflow FROM outbox o JOIN runs r ON r.run_id = o.run_id
- WHERE o.run_id = :run_id AND o.seq > :seq AND o.available_at <= now()
-
 -- name: commit_step
 -- Fenced append: only the holder of this attempt's lease advances the run. In the same statement:
 -- the event, the next step's outbox row (promised by :owner, who publishes right after), and the
@@ -213,14 +209,19 @@ SELECT run_id, next_seq AS seq, workflow FROM rel
 
 -- name: sweep_outbox
 -- Dispatches that are due and not known to be in flight: never published (a delayed retry),
--- promised by a process that has died since (maybe before it published), or published so long ago
--- that the broker must have lost the message (Redis restarted, FLUSHALL).
+-- promised by a worker process that has died since (maybe before it published), or published so
+-- long ago that the broker must have lost the message (Redis restarted, FLUSHALL). A submitter
+-- (owner NULL) has no heartbeat: its rows wait the full redispatch time, so a long queue of fresh
+-- runs is not re-sent while it waits its turn. With :run_id, only that run's rows (a duplicate step
+-- message checking on its successor: re-sending a successor still in flight would start a chain of
+-- duplicates that follows the run to its end).
 WITH due AS (
   SELECT o.run_id, o.seq FROM outbox o
    WHERE o.available_at <= now()
+     AND (CAST(:run_id AS text) IS NULL OR o.run_id = :run_id)
      AND (o.dispatched_at IS NULL
           OR o.dispatched_at < now() - (:redispatch_seconds * interval '1 second')
-          OR (o.dispatched_at < now() - (:lease_seconds * interval '1 second')
+          OR (o.owner IS NOT NULL AND o.dispatched_at < now() - (:lease_seconds * interval '1 second')
               AND coalesce((SELECT w.heartbeat_at FROM worker_procs w WHERE w.id = o.owner), o.dispatched_at)
                   < now() - (:lease_seconds * interval '1 second')))
    ORDER BY o.available_at

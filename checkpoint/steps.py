@@ -69,12 +69,6 @@ def position(engine: Engine, run_id: str, *, lease_seconds: float) -> Position |
     return None if row is None else Position(**row._mapping)
 
 
-def pending_dispatches(engine: Engine, run_id: str, after_seq: int) -> list[tuple[int, str]]:
-    """Outbox rows of a run past ``after_seq``: steps committed as due but not yet claimed."""
-    with engine.connect() as conn:
-        return [(r.seq, r.workflow) for r in conn.execute(Q["pending_dispatches"], dict(run_id=run_id, seq=after_seq))]
-
-
 def commit(
     engine: Engine,
     claim: Claim,

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from checkpoint import runs, steps
+from checkpoint import liveness, runs, steps
 from checkpoint.liveness import Dispatch
 from checkpoint.steps import Claim, Worker
 from tasks.registry import Registry
@@ -37,6 +37,7 @@ class StepPolicy:
     step_time_limit: float
     max_attempts: int
     retry_backoff_seconds: float
+    redispatch_seconds: float = 30.0
     fault_after_commit: bool = False
 
 
@@ -91,9 +92,13 @@ class StepRunner:
         if pos.status in ("succeeded", "failed", "cancelled"):
             return "finished"
         if pos.next_seq > seq:
-            # A duplicate of a step already written: make sure its successor is on its way.
-            for next_seq, workflow in steps.pending_dispatches(self.engine, run_id, seq):
-                self.publish(Dispatch(run_id, next_seq, workflow), None)
+            # A duplicate of a step already written: make sure its successor is on its way, by
+            # re-sending it only if its dispatch looks lost (the sweeper's rule, for this run).
+            for dispatch in liveness.sweep_outbox(
+                self.engine, me.owner, lease_seconds=self.policy.lease_seconds,
+                redispatch_seconds=self.policy.redispatch_seconds, run_id=run_id,
+            ):
+                self.publish(dispatch, None)
             return "duplicate"
         if pos.cancel_requested_by and pos.lease_free:
             runs.finalize_cancel(self.engine, run_id, worker=me.name, lease_seconds=self.policy.lease_seconds)

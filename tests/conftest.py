@@ -17,6 +17,8 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
+from tests.fake_llm import fake_llm  # noqa: F401  (fixture: a scripted OpenAI-compatible server)
+from tests.s3server import s3_server  # noqa: F401  (fixture: a real S3 server for the session)
 from workers.migrate import upgrade
 
 PG_URL = os.environ.get("STEPLOG_DATABASE_URL", "postgresql+psycopg://postgres@localhost:5432/postgres")

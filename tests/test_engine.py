@@ -39,6 +39,10 @@ def test_same_step_delivered_twice_at_once_writes_one_event(fleet):
     attempts = fleet.attempts(run_id)
     assert committed_attempts_per_seq(fleet, run_id) == {seq: 1 for seq in range(2, 7)}
     assert len(attempts) == 5
+    # The extra copy was dropped once (as busy or duplicate); it did not re-send later steps,
+    # which would start a chain of duplicates following the run to its end.
+    logs = "".join(w.log() for w in fleet.workers)
+    assert logs.count("'busy'") + logs.count("'duplicate'") == 1
 
 
 def test_a_run_migrates_across_workers(fleet):

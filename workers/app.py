@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 from sqlalchemy.exc import OperationalError
 
@@ -12,6 +14,8 @@ from workers import signals
 from workers.celeryconfig import celery_config
 from workers.runtime import STEP_TASK, Runtime
 from workers.settings import Settings, load_settings
+
+log = logging.getLogger("steplog.app")
 
 
 def create_app(settings: Settings) -> Celery:
@@ -23,11 +27,17 @@ def create_app(settings: Settings) -> Celery:
     @app.task(name=STEP_TASK, bind=True, max_retries=10)
     def step(self, run_id: str, seq: int) -> str:
         try:
-            return runtime.runner().run(run_id, seq)
+            outcome = runtime.runner().run(run_id, seq)
         except OperationalError as exc:
             # Postgres unreachable before the claim (restart, failover): try again shortly. The
             # outbox row also still stands, so the sweeper resends the step if these retries run out.
             raise self.retry(exc=exc, countdown=1.0) from exc
+        try:  # Flower shows it as state PROGRESS; a lost event must not fail a committed step
+            name = self.request.shadow or self.name  # may reach Flower before task-received does
+            self.send_event("task-progress", retry=False, name=name, run_id=run_id, seq=seq, kind=outcome)
+        except Exception as exc:
+            log.warning("task-progress event of step %s of run %s not sent: %s", seq, run_id, exc)
+        return outcome
 
     signals.connect(runtime)
     return app

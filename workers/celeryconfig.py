@@ -4,13 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from kombu import Queue
+
 from workers.settings import Settings
+
+# Steps taken over from a dead worker, or re-sent after a lost message, jump the queue: a run
+# already delayed by a crash should not also wait behind every other run's next step.
+# Redis serves priority 0 first; RabbitMQ serves the highest number first (with x-max-priority).
+_PRIORITY = {True: {"urgent": 0, "normal": 6}, False: {"urgent": 9, "normal": 0}}
+
+
+def step_priority(settings: Settings, *, urgent: bool) -> int:
+    return _PRIORITY[settings.broker_is_redis]["urgent" if urgent else "normal"]
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     hard_limit = settings.step_time_limit + settings.lease_seconds + 5
     config: dict[str, Any] = dict(
         broker_url=settings.broker_url,
         task_default_queue=settings.queue,
+        task_queues=[
+            Queue(
+                settings.queue, routing_key=settings.queue,
+                queue_arguments=None if settings.broker_is_redis else {"x-max-priority": 9},
+            )
+        ],
         # JSON only: a message any worker (and any language) can read; no pickle from the broker.
         task_serializer="json",
         accept_content=["json"],

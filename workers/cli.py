@@ -22,6 +22,7 @@ from checkpoint.db import make_engine
 from checkpoint.liveness import Dispatch
 from checkpoint.runs import RunNotFound
 from tasks.workflow import WorkflowError
+from workers.flower_cmd import flower
 from workers.services_cli import services_app
 from workers.settings import Settings, SettingsError, load_settings
 
@@ -217,6 +218,9 @@ def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
         out.print(f"run {run_id}: cancel requested; {step} finishes, then the run ends cancelled")
     else:
         out.print(f"run {run_id} is already {outcome.status.removeprefix('already_')}; nothing to cancel")
+
+
+app.command()(flower)
 
 
 @app.command("tools")

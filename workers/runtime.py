@@ -23,6 +23,7 @@ from checkpoint.steps import Worker
 from tasks.registry import Registry
 from tasks.services import StepServices
 from tasks.step import StepPolicy, StepRunner
+from workers.celeryconfig import step_priority
 from workers.liveness import Heartbeat, Sweeper
 from workers.settings import Settings
 
@@ -89,6 +90,7 @@ class Runtime:
                 step_time_limit=self.settings.step_time_limit,
                 max_attempts=self.settings.max_attempts,
                 retry_backoff_seconds=self.settings.retry_backoff_seconds,
+                redispatch_seconds=self.settings.redispatch_seconds,
                 fault_after_commit=self.settings.fault_after_commit,
             )
             self._runner = StepRunner(
@@ -107,7 +109,8 @@ class Runtime:
         self._check_pid()
         if self._sweeper is None:
             self._sweeper = Sweeper(
-                self.engine, lambda: self.worker().owner, self.publish,
+                self.engine, lambda: self.worker().owner,
+                lambda dispatch, label: self.publish(dispatch, label, urgent=True),
                 interval=self.settings.sweep_seconds, lease_seconds=self.settings.lease_seconds,
                 redispatch_seconds=self.settings.redispatch_seconds,
             )
@@ -120,9 +123,9 @@ class Runtime:
 
     # -- dispatch -----------------------------------------------------------------------------------
 
-    def publish(self, dispatch: Dispatch, label: str | None = None) -> bool:
+    def publish(self, dispatch: Dispatch, label: str | None = None, *, urgent: bool = False) -> bool:
         """Send a step to the broker. A failure is logged, not raised: the outbox row stays and the
-        sweeper publishes it again."""
+        sweeper publishes it again. ``urgent`` (recoveries) puts it ahead of ordinary steps."""
         name = f"{dispatch.workflow} #{dispatch.seq}" + (f" {label}" if label else "")
         try:
             self.app.send_task(
@@ -136,6 +139,7 @@ class Runtime:
                 routing_key=self.settings.queue,
                 declare=[self.app.amqp.queues[self.settings.queue]],
                 shadow=name,
+                priority=step_priority(self.settings, urgent=urgent),
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     artifacts_url: str | None = Field(
         None,
         description="Artifact store: file:///path or s3://bucket/prefix. Unset: .steplog/artifacts.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="S3 endpoint for an s3:// artifact store (MinIO, SeaweedFS, ...), e.g. http://minio:9000. "
+        "Unset: AWS_ENDPOINT_URL, else AWS itself. Credentials: the standard AWS_* variables.",
+    )
+    inline_limit: int = Field(
+        16384, ge=0, description="Payloads whose JSON is larger than this many bytes are stored as artifacts."
     )
     queue: str = Field("steplog", description="The broker queue steps travel on; separate fleets use separate queues.")
     home: str = Field(".steplog", description="Data directory of the local services, corpus and artifacts.")
@@ -71,6 +80,14 @@ class Settings(BaseSettings):
     )
     log_format: Literal["text", "json"] = Field("text", description="Log lines as readable text or JSON.")
     log_level: str = Field("INFO", description="Log level of workers and the CLI.")
+    flower_user: str | None = Field(
+        None, min_length=1, pattern=r"^[^:]+$",
+        description="User name for `steplog flower`'s basic auth (no colon); set with STEPLOG_FLOWER_PASSWORD.",
+    )
+    flower_password: SecretStr | None = Field(
+        None, min_length=1,
+        description="Password for `steplog flower`'s basic auth. Without both, Flower starts only with --unauthenticated.",
+    )
     fault_after_commit: bool = Field(
         False, description="Test only: a worker exits right after a step commits, before it publishes the next."
     )
@@ -90,6 +107,37 @@ class Settings(BaseSettings):
     tool_fault_rate: float = Field(
         0.0, ge=0.0, le=1.0,
         description="Test only: fraction of tool executions that fail transiently, half after the effect happened.",
+    )
+
+    # The reasoner of research runs (tasks/reasoning/): an OpenAI-compatible chat endpoint, or offline.
+    reasoner: Literal["auto", "offline", "llm"] = Field(
+        "auto",
+        description="Who decides a research run's next step: llm (the chat endpoint STEPLOG_LLM_BASE_URL), "
+        "offline (the built-in deterministic reasoner), or auto (llm when STEPLOG_LLM_BASE_URL is set, else offline).",
+    )
+    llm_base_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Base URL of an OpenAI-compatible API (requests go to {url}/chat/completions), e.g. "
+        "https://api.openai.com/v1, http://localhost:11434/v1 (Ollama), http://localhost:8000/v1 (vLLM) or a LiteLLM proxy.",
+    )
+    llm_model: str | None = Field(
+        None, min_length=1, description="Model name sent to the endpoint, e.g. gpt-4o-mini or qwen2.5:7b; needed for llm."
+    )
+    llm_api_key: SecretStr | None = Field(
+        None, description="API key, sent as a Bearer token; unset for servers without auth. Never logged or recorded."
+    )
+    llm_timeout_seconds: float = Field(120.0, gt=0, description="Timeout of one chat-completions request (seconds).")
+    llm_max_retries: int = Field(
+        4, ge=0, description="Retries of a rate-limited (429), timed-out, refused-connection or 5xx chat request."
+    )
+    llm_retry_seconds: float = Field(
+        240.0, ge=0,
+        description="Most time one decision spends on a chat request and its retries (seconds); keep it under the step time limit.",
+    )
+    llm_max_corrections: int = Field(
+        3, ge=0,
+        description="Unusable model answers in a row (unknown tool, bad arguments) sent back for correction before the run fails.",
     )
 
     @field_validator("database_url")
@@ -140,6 +188,21 @@ class Settings(BaseSettings):
                 f"({self.visibility_timeout} <= {self.step_time_limit})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_reasoner(self) -> Settings:
+        if self.reasoner == "llm" and not self.llm_base_url:
+            raise ValueError("STEPLOG_REASONER=llm needs STEPLOG_LLM_BASE_URL (an OpenAI-compatible API)")
+        if self.effective_reasoner == "llm" and not self.llm_model:
+            raise ValueError("the LLM reasoner needs STEPLOG_LLM_MODEL (the model name the endpoint serves)")
+        return self
+
+    @property
+    def effective_reasoner(self) -> Literal["offline", "llm"]:
+        """``reasoner`` with "auto" resolved: llm when ``llm_base_url`` is set, else offline."""
+        if self.reasoner == "auto":
+            return "llm" if self.llm_base_url else "offline"
+        return self.reasoner
 
     @property
     def broker_is_redis(self) -> bool:

@@ -3,9 +3,10 @@
 from tools.builtin.fetch_url import fetch_url
 from tools.builtin.notify import notify
 from tools.builtin.publish_report import publish_report
+from tools.builtin.read_document import read_document
 from tools.builtin.save_note import save_note
 from tools.builtin.search_corpus import search_corpus
 
-BUILTIN_TOOLS = (search_corpus, fetch_url, save_note, publish_report, notify)
+BUILTIN_TOOLS = (search_corpus, read_document, fetch_url, save_note, publish_report, notify)
 
-__all__ = ["BUILTIN_TOOLS", "fetch_url", "notify", "publish_report", "save_note", "search_corpus"]
+__all__ = ["BUILTIN_TOOLS", "fetch_url", "notify", "publish_report", "read_document", "save_note", "search_corpus"]

@@ -1,0 +1,208 @@
+"""The offline reasoner: deterministic extractive research over the corpus, no model, no network.
+
+For each sub-query of the question (the question itself, its phrases, its content words) it
+searches the corpus, reads the best documents, saves the sentences that answer the question as a
+note citing their passage, and finally composes the report from the notes. Every decision is
+recomputed from the context alone: the plan is replayed over the observations and notes so far and
+the first step not yet done is the next one. The same context gives the same decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.reasoning.base import Decision, FinalReport, Observation, ResearchContext, ToolCall
+from tasks.reasoning.citations import PassageRef, parse_citation
+from tasks.reasoning.extract import Extract, best_extract, covered_terms, module_of
+from tasks.reasoning.report import compose
+from tasks.reasoning.subqueries import MAX_SUBQUERIES, subqueries
+from tools.corpus import query_terms
+
+SEARCH_LIMIT = 8
+# Documents to take notes from per sub-query: the whole question gets several modules to compare,
+# a part of it one more document about that part.
+DOCS_FOR_QUESTION = 3
+DOCS_PER_SUBQUERY = 1
+# Documents read without finding an answer before a sub-query moves on.
+MAX_MISSES = 2
+# A tool call costs two steps (the tool step and the next reasoning step), the report one: at
+# this many steps left, report instead of calling another tool.
+WRAP_UP_AT = 3
+MAX_PASSAGES = 20
+# Sources (modules) per search that count towards retrieval consensus.
+VOTING_SOURCES = 3
+
+
+@dataclass
+class _Seen:
+    """What the context shows was done already."""
+
+    searches: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # query -> results ([] if failed)
+    reads: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # doc id -> document (None if failed)
+    notes: list[tuple[PassageRef, str]] = field(default_factory=list)  # (passage, text), oldest first
+    note_tried: list[str] = field(default_factory=list)  # doc ids of save_note calls that failed
+
+    @property
+    def noted_docs(self) -> list[str]:
+        return [ref.doc_id for ref, _ in self.notes]
+
+
+def _observe(context: ResearchContext) -> _Seen:
+    seen = _Seen()
+    for raw in context.notes:
+        text = raw.get("text") if isinstance(raw, dict) else None
+        for c in (raw.get("citations") or []) if isinstance(raw, dict) else []:
+            ref = parse_citation(c, context.corpus)
+            if isinstance(text, str) and ref is not None and ref.corpus == context.corpus:
+                seen.notes.append((ref, text))
+    for obs in context.observations:
+        _observe_one(seen, obs, context.corpus)
+    return seen
+
+
+def _observe_one(seen: _Seen, obs: Observation, corpus: str) -> None:
+    args = obs.call.args or {}
+    result = obs.result if isinstance(obs.result, dict) else {}
+    if obs.call.tool == "search_corpus" and args.get("corpus", corpus) == corpus:
+        seen.searches[str(args.get("query"))] = list(result.get("results") or []) if obs.ok else []
+    elif obs.call.tool == "read_document" and args.get("corpus", corpus) == corpus:
+        seen.reads[str(args.get("doc_id"))] = result if obs.ok and result.get("passages") is not None else None
+    elif obs.call.tool == "save_note":
+        # A note the context's note list does not show yet (or whose save failed) still counts as done.
+        refs = [parse_citation(c, corpus) for c in args.get("citations") or []]
+        for ref in refs:
+            if ref is None or ref.corpus != corpus:
+                continue
+            if obs.ok and all(ref != r for r, _ in seen.notes):
+                seen.notes.append((ref, str(args.get("text", ""))))
+            elif not obs.ok:
+                seen.note_tried.append(ref.doc_id)
+
+
+def _votes(seen: _Seen, queries: list[str]) -> dict[str, float]:
+    """Each module's reciprocal rank among the first sources of every sub-query's results, summed."""
+    votes: dict[str, float] = {}
+    for q in queries:
+        sources: list[str] = []
+        for r in seen.searches.get(q, []):
+            m = module_of(r["doc_id"], r.get("source"))
+            if m not in sources:
+                sources.append(m)
+        for rank, m in enumerate(sources[:VOTING_SOURCES], 1):
+            votes[m] = votes.get(m, 0.0) + 1.0 / rank
+    return votes
+
+
+class OfflineReasoner:
+    """Extractive research without a model: search, read, note, report (see the module docstring).
+
+    ``search_limit`` is the number of results asked of each search, ``wrap_up_at`` the steps left
+    at which it reports instead of calling another tool, ``max_subqueries`` the searches per
+    question (at most).
+    """
+
+    name = "offline"
+
+    def __init__(
+        self, *, search_limit: int = SEARCH_LIMIT, wrap_up_at: int = WRAP_UP_AT, max_subqueries: int = MAX_SUBQUERIES
+    ) -> None:
+        if not 1 <= search_limit <= 50:
+            raise ValueError(f"search_limit must be between 1 and 50, got {search_limit}")
+        if wrap_up_at < 1:
+            raise ValueError(f"wrap_up_at must be at least 1 (the report itself is a step), got {wrap_up_at}")
+        if max_subqueries < 1:
+            raise ValueError(f"max_subqueries must be at least 1, got {max_subqueries}")
+        self.search_limit = search_limit
+        self.wrap_up_at = wrap_up_at
+        self.max_subqueries = max_subqueries
+
+    def decide(self, context: ResearchContext) -> Decision:
+        """The next action for ``context``: a tool call, or the report when done or out of steps."""
+        terms = query_terms(context.question) if isinstance(context.question, str) else []
+        if not terms:
+            return self._report(context, [], _Seen(), [], truncated=False,
+                                why="the question has no words to search for")
+        queries = subqueries(context.question, limit=self.max_subqueries)
+        seen = _observe(context)
+        if context.corrections > 0:
+            # This reasoner's calls are valid by construction; a refusal means the workflow lacks a
+            # tool it needs, and asking again would be refused again.
+            return self._report(context, terms, seen, queries, truncated=True,
+                                why=f"a tool call was refused: {context.last_error or 'unknown reason'}")
+        call = self._next_call(context, terms, queries, seen)
+        if call is None:
+            return self._report(context, terms, seen, queries, truncated=False)
+        if context.steps_left <= self.wrap_up_at:
+            return self._report(context, terms, seen, queries, truncated=True,
+                                why=f"{context.steps_used} of {context.max_steps} steps used")
+        return Decision(call, record={"reasoner": self.name, "tool": call.tool, "thought": call.thought})
+
+    # -- the plan, replayed over what was done ------------------------------------------------------
+
+    def _next_call(
+        self, context: ResearchContext, terms: list[str], queries: list[str], seen: _Seen
+    ) -> ToolCall | None:
+        corpus = context.corpus
+        claimed: list[str] = []  # documents earlier sub-queries took, in this replay
+        for i, query in enumerate(queries):
+            label = f"sub-query {i + 1}/{len(queries)} {query!r}"
+            if query not in seen.searches:
+                if any(q in seen.searches for q in queries[i + 1 :]):
+                    continue  # searched long ago: its observation was folded into the summary
+                return ToolCall("search_corpus", {"query": query, "corpus": corpus, "limit": self.search_limit},
+                                thought=f"search {label}")
+            wanted = DOCS_FOR_QUESTION if i == 0 else DOCS_PER_SUBQUERY
+            focus = query_terms(query)
+            got: list[str] = []  # modules noted for this sub-query: one document each
+            misses = 0
+            for hit in seen.searches[query]:
+                if len(got) >= wanted or misses >= MAX_MISSES:
+                    break
+                doc_id = hit["doc_id"]
+                module = module_of(doc_id, hit.get("source"))
+                if doc_id in claimed or module in got:
+                    continue
+                claimed.append(doc_id)
+                if doc_id in seen.noted_docs:
+                    got.append(module)
+                    continue
+                if doc_id not in seen.reads:
+                    return ToolCall("read_document", {"corpus": corpus, "doc_id": doc_id, "max_passages": MAX_PASSAGES},
+                                    thought=f"read {doc_id} for {label}")
+                document = seen.reads[doc_id]
+                extract = best_extract(document, terms, focus) if document else None
+                if extract is None or doc_id in seen.note_tried:
+                    misses += extract is None
+                    got += [module] if extract is not None else []
+                    continue
+                return ToolCall("save_note", {"text": extract.quote, "citations": [extract.ref.as_string()]},
+                                thought=f"note {doc_id} (matches {', '.join(extract.covered)}) for {label}")
+        return None
+
+    # -- the report ----------------------------------------------------------------------------------
+
+    def _report(
+        self, context: ResearchContext, terms: list[str], seen: _Seen, queries: list[str], *, truncated: bool,
+        why: str = "",
+    ) -> Decision:
+        extracts = self._evidence(context, terms, seen, pending=truncated)
+        report: FinalReport = compose(context.question, extracts, corpus=context.corpus,
+                                      votes=_votes(seen, queries), truncated=truncated, stop_reason=why)
+        record = {"reasoner": self.name, "tool": None, "truncated": truncated, "sources": len(report.citations)}
+        return Decision(report, record=record)
+
+    @staticmethod
+    def _evidence(context: ResearchContext, terms: list[str], seen: _Seen, *, pending: bool) -> list[Extract]:
+        """The notes as extracts, oldest first; with ``pending``, also the answers read but not yet noted."""
+        out: list[Extract] = []
+        for ref, text in seen.notes:
+            document = seen.reads.get(ref.doc_id) or {}
+            out.append(Extract(ref, text, covered_terms(text, terms), module_of(ref.doc_id, document.get("source"))))
+        if pending:
+            for doc_id, document in seen.reads.items():
+                if document and doc_id not in seen.noted_docs:
+                    extract = best_extract(document, terms, terms)
+                    if extract is not None:
+                        out.append(extract)
+        return out
