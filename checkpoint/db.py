@@ -38,5 +38,35 @@ def autocommit(engine: Engine) -> Engine:
 
 
 def after_fork(engine: Engine) -> None:
-    """A forked child must not share its parent's sockets: drop inherited connections, keep the pool."""
+    """A forked child must not share its parent's sockets, nor close them (that would end the
+    parent's sessions): forget inherited connections in the engine and the pools derived from it."""
     engine.dispose(close=False)
+    fast = _soft.get(engine)
+    if fast is not None:
+        fast.dispose(close=False)
+
+
+_soft: "WeakKeyDictionary[Engine, Engine]" = WeakKeyDictionary()
+
+
+def soft(engine: Engine) -> Engine:
+    """An autocommit pool whose commits do not wait for the WAL fsync (synchronous_commit=off).
+
+    For writes that are safe to lose in a Postgres crash because they are redone: a step's claim
+    (the lease; the step is claimed again), heartbeats, sweeps and lease hand-backs. A durable commit
+    after them flushes their WAL too. The event append, a run's failure and a submission stay on
+    the durable pool.
+    """
+    try:
+        return _soft[engine]
+    except KeyError:
+        _soft[engine] = fast = create_engine(
+            engine.url,
+            isolation_level="AUTOCOMMIT",
+            pool_size=engine.pool.size(),
+            max_overflow=5,
+            pool_recycle=3600,
+            connect_args={"application_name": f"steplog-{os.getpid()}", "options": "-c synchronous_commit=off"},
+        )
+        return fast
+

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from checkpoint.db import autocommit
+from checkpoint.db import soft
 from checkpoint.queries import queries
 
 Q = queries()
@@ -26,19 +26,19 @@ class Dispatch:
 
 
 def register(engine: Engine, owner: str, worker: str, pid: int) -> None:
-    with engine.begin() as conn:
+    with soft(engine).begin() as conn:
         conn.execute(Q["register_proc"], dict(id=owner, worker=worker, pid=pid))
 
 
 def heartbeat(engine: Engine, owner: str, worker: str, pid: int) -> None:
-    with autocommit(engine).connect() as conn:
+    with soft(engine).connect() as conn:
         if conn.execute(Q["heartbeat"], dict(id=owner)).one_or_none() is None:
             # Forgotten after a long pause: come back as the same owner; leases taken meanwhile stay taken.
             conn.execute(Q["register_proc"], dict(id=owner, worker=worker, pid=pid))
 
 
 def sweep_lost_leases(engine: Engine, owner: str, *, lease_seconds: float) -> list[Dispatch]:
-    with engine.begin() as conn:
+    with soft(engine).begin() as conn:
         rows = conn.execute(Q["sweep_lost_leases"], dict(owner=owner, lease_seconds=lease_seconds)).all()
     return [Dispatch(r.run_id, r.seq, r.workflow) for r in rows]
 
@@ -47,7 +47,7 @@ def sweep_outbox(
     engine: Engine, owner: str, *, lease_seconds: float, redispatch_seconds: float, run_id: str | None = None
 ) -> list[Dispatch]:
     """Take the due dispatches that look lost (all runs, or one) for ``owner`` to publish."""
-    with engine.begin() as conn:
+    with soft(engine).begin() as conn:
         rows = conn.execute(
             Q["sweep_outbox"],
             dict(owner=owner, lease_seconds=lease_seconds, redispatch_seconds=redispatch_seconds, run_id=run_id),
@@ -56,5 +56,5 @@ def sweep_outbox(
 
 
 def forget_dead(engine: Engine) -> None:
-    with engine.begin() as conn:
+    with soft(engine).begin() as conn:
         conn.execute(Q["forget_procs"])

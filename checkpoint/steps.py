@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from checkpoint.db import autocommit
+from checkpoint.db import autocommit, soft
 from checkpoint.jsonutil import dumps
 from checkpoint.queries import queries
 
@@ -56,7 +56,7 @@ def claim(engine: Engine, run_id: str, seq: int, worker: Worker, *, deadline: fl
         run_id=run_id, seq=seq, owner=worker.owner, worker=worker.name, pid=worker.pid,
         deadline=deadline, lease_seconds=lease_seconds,
     )
-    with autocommit(engine).connect() as conn:
+    with soft(engine).connect() as conn:
         row = conn.execute(Q["claim_step"], params).one_or_none()
     if row is None:
         return None
@@ -110,7 +110,7 @@ def retry(engine: Engine, claim: Claim, worker: Worker, *, error: dict[str, Any]
         run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt,
         error=dumps(error), delay=delay, outcome=outcome,
     )
-    with autocommit(engine).connect() as conn:
+    with soft(engine).connect() as conn:
         return conn.execute(Q["retry_step"], params).one_or_none() is not None
 
 
@@ -127,5 +127,5 @@ def fail(engine: Engine, claim: Claim, worker: Worker, *, error: dict[str, Any])
 def release(engine: Engine, claim: Claim, worker: Worker) -> None:
     """Give the lease back at once (after a failed commit) so the step is taken up again quickly."""
     params = dict(run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt)
-    with autocommit(engine).connect() as conn:
+    with soft(engine).connect() as conn:
         conn.execute(Q["release_lease"], params)

@@ -22,6 +22,7 @@ from checkpoint.db import make_engine
 from checkpoint.liveness import Dispatch
 from checkpoint.runs import RunNotFound
 from tasks.workflow import WorkflowError
+from workers.demo import demo
 from workers.flower_cmd import flower
 from workers.services_cli import services_app
 from workers.settings import Settings, SettingsError, load_settings
@@ -221,6 +222,7 @@ def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
 
 
 app.command()(flower)
+app.command()(demo)
 
 
 @app.command("tools")

@@ -17,7 +17,7 @@ from celery import Celery
 from sqlalchemy import Engine
 
 from checkpoint import liveness
-from checkpoint.db import make_engine
+from checkpoint.db import after_fork, make_engine
 from checkpoint.liveness import Dispatch
 from checkpoint.steps import Worker
 from tasks.registry import Registry
@@ -64,7 +64,7 @@ class Runtime:
             with self._lock:
                 if self._pid != os.getpid():
                     if self._engine is not None:
-                        self._engine.dispose(close=False)  # the parent's sockets are not ours
+                        after_fork(self._engine)  # the parent's sockets are not ours
                     self._engine = self._worker = self._heartbeat = self._sweeper = self._runner = None
                     self._pid = os.getpid()
 

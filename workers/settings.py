@@ -53,11 +53,11 @@ class Settings(BaseSettings):
     home: str = Field(".steplog", description="Data directory of the local services, corpus and artifacts.")
 
     lease_seconds: float = Field(
-        1.5, gt=0, description="A worker process silent for this long is dead; its steps are taken over."
+        1.2, gt=0, description="A worker process silent for this long is dead; its steps are taken over."
     )
-    heartbeat_seconds: float = Field(0.5, gt=0, description="How often each worker process reports it is alive.")
+    heartbeat_seconds: float = Field(0.3, gt=0, description="How often each worker process reports it is alive.")
     sweep_seconds: float = Field(
-        0.5, gt=0, description="How often every worker sweeps for lost steps and unsent or lost dispatches."
+        0.25, gt=0, description="How often every worker sweeps for lost steps and unsent or lost dispatches."
     )
     redispatch_seconds: float = Field(
         30.0, gt=0, description="A dispatched step no worker claimed within this long is published again."
@@ -107,6 +107,22 @@ class Settings(BaseSettings):
     tool_fault_rate: float = Field(
         0.0, ge=0.0, le=1.0,
         description="Test only: fraction of tool executions that fail transiently, half after the effect happened.",
+    )
+
+    # The three tiers of a run's history (checkpoint/context.py, hotcache.py, summary.py).
+    hot_ttl_seconds: int = Field(
+        3600, gt=0, description="How long a run's reconstructed context stays cached in Redis (seconds)."
+    )
+    context_budget_tokens: int = Field(
+        6000, gt=0,
+        description="Most tokens of history (latest summary plus recent events) a step's reconstructed context holds; "
+        "a run whose history passes it is summarized.",
+    )
+    summary_every_steps: int = Field(
+        20, ge=1, description="A run writes a summary of its history at least this often (in steps)."
+    )
+    context_tail_limit: int = Field(
+        50, ge=1, description="Most recent events a reconstructed context holds after the latest summary."
     )
 
     # The reasoner of research runs (tasks/reasoning/): an OpenAI-compatible chat endpoint, or offline.

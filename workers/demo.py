@@ -1,0 +1,163 @@
+"""`steplog demo`: a run through real workers, one of them SIGKILLed mid-run, the run resuming.
+
+Every phase prints as it happens; everything the demo started (workers, Flower) is stopped on exit
+or Ctrl-C, and the local services too unless `--keep`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from checkpoint import runs
+from checkpoint.liveness import Dispatch
+from workers.fleet import ROOT, WorkerProc
+
+out = Console(soft_wrap=True)
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPLOG_")}
+    for name in ("database_url", "broker_url", "redis_url", "artifacts_url", "home"):
+        value = getattr(settings, name, None)
+        if value:
+            env[f"STEPLOG_{name.upper()}"] = str(value)
+    for k, v in os.environ.items():
+        if k.startswith("STEPLOG_") and k not in env:
+            env[k] = v
+    env["STEPLOG_LOG_LEVEL"] = "WARNING"
+    return env
+
+
+class Demo:
+    def __init__(self, ctx, workers: int, log_dir: Path) -> None:
+        self.ctx, self.engine, self.log_dir = ctx, ctx.engine, log_dir
+        self.env = _env(ctx.settings)
+        self.procs: list[WorkerProc] = []
+        self.flower: subprocess.Popen | None = None
+        self.n_workers = workers
+
+    def phase(self, text: str) -> None:
+        out.print(f"[bold cyan]==>[/bold cyan] {text}")
+
+    def start_workers(self) -> None:
+        self.phase(f"starting {self.n_workers} worker processes (logs in {self.log_dir})")
+        for i in range(self.n_workers):
+            self.procs.append(WorkerProc(self.env, f"demo{i + 1}", self.log_dir, host=socket.gethostname()))
+        for w in self.procs:
+            w.wait_ready(self.engine)
+            out.print(f"    {w.node} ready (pid {w.pid})")
+
+    def start_flower(self) -> None:
+        port, password = _free_port(), secrets.token_urlsafe(12)
+        env = {**self.env, "STEPLOG_FLOWER_USER": "steplog", "STEPLOG_FLOWER_PASSWORD": password}
+        log = open(self.log_dir / "flower.log", "ab")
+        self.flower = subprocess.Popen(
+            [sys.executable, "-m", "workers", "flower", f"--port={port}"],
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.phase(f"Flower on http://127.0.0.1:{port}/tasks  user steplog  password {password}  (shown once)")
+
+    def submit(self, workflow: str, data: dict[str, Any]) -> str:
+        registry = self.ctx.celery.steplog.registry
+        wf, data = registry.validate(workflow, data)
+        run_id = runs.create(self.engine, wf.name, data, wf.start(wf.input_model.model_validate(data)), submitted_by="demo")
+        self.ctx.celery.steplog.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name))
+        self.phase(f"submitted {workflow} run {run_id}")
+        return run_id
+
+    def follow(self, run_id: str, *, kill_at_seq: int) -> dict[str, Any]:
+        """Print each event as it lands; SIGKILL the worker running step ``kill_at_seq``."""
+        seen, killed, last_note = 0, None, time.monotonic()
+        while True:
+            for e in runs.events(self.engine, run_id, after=seen):
+                seen = e["seq"]
+                resumed = killed and e["seq"] == killed[1]
+                style = "bold green" if resumed else ""
+                what = " ".join(str(e["payload"].get(k)) for k in ("kind", "tool") if e["payload"].get(k))
+                out.print(
+                    f"    step {e['seq']:>3} {e['type']:<10} {what:<22} by {e['worker'] or '-':<22} "
+                    f"attempt {e['attempt']}" + ("   <- resumed here after the kill" if resumed else ""),
+                    style=style, highlight=False,
+                )
+                last_note = time.monotonic()
+            run = runs.get(self.engine, run_id)
+            if run["status"] in FINISHED:
+                return run
+            if killed is None:
+                flight = runs.in_flight(self.engine, run_id)
+                if flight and flight["seq"] >= kill_at_seq:
+                    victim = next((w for w in self.procs if w.node == flight["worker"]), None)
+                    if victim is not None:
+                        victim.signal(signal.SIGKILL)
+                        killed = (victim.node, flight["seq"])
+                        self.phase(
+                            f"[bold red]SIGKILL[/bold red] {victim.node} (pid {victim.pid}) in the middle of step "
+                            f"{flight['seq']}; its lease lapses and another worker takes the step over"
+                        )
+                        last_note = time.monotonic()
+            if time.monotonic() - last_note > 1.0:
+                flight = runs.in_flight(self.engine, run_id)
+                where = f"step {flight['seq']} on {flight['worker']}" if flight else "waiting for a worker"
+                out.print(f"    ... {where}", style="dim")
+                last_note = time.monotonic()
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for w in self.procs:
+            w.stop()
+        if self.flower and self.flower.poll() is None:
+            os.killpg(self.flower.pid, signal.SIGKILL)
+            self.flower.wait()
+
+
+def demo(
+    max_steps: Annotated[int, typer.Option("--max-steps", min=4, help="Steps of the demo run.")] = 12,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the local services running afterwards.")] = False,
+    workers: Annotated[int, typer.Option(min=2, help="Worker processes to start.")] = 3,
+) -> None:
+    """Run a job through real workers, SIGKILL the one running a step mid-run, watch the run resume."""
+    from workers.cli import ctx
+
+    settings = ctx.settings  # starts the local services when no STEPLOG_*_URL is set
+    local = os.environ.get("STEPLOG_DATABASE_URL") is None
+    log_dir = Path(settings.home).resolve() / "demo" / time.strftime("%Y%m%d-%H%M%S")
+    d = Demo(ctx, workers, log_dir)
+    d.phase(f"Postgres {settings.database_url.rsplit('@', 1)[-1]}, broker {settings.broker_url}"
+            + (" (the project's own local services)" if local else ""))
+    code = 1
+    try:
+        d.start_workers()
+        d.start_flower()
+        run_id = d.submit("countdown", {"steps": max_steps, "sleep": 0.6})
+        run = d.follow(run_id, kill_at_seq=max(3, max_steps // 3))
+        d.phase(f"run {run_id} {run['status']}: {run['result'] or run['error']}")
+        out.print(f"    history: steplog show {run_id}")
+        code = 0 if run["status"] == "succeeded" else 1
+    except KeyboardInterrupt:
+        d.phase("interrupted; cleaning up")
+    finally:
+        d.stop()
+        if local and not keep:
+            from workers.services import LocalServices
+
+            LocalServices(Path(settings.home)).down()
+            d.phase("stopped the local services (use --keep to leave them running)")
+    raise typer.Exit(code)
