@@ -8,9 +8,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from tasks import countdown
+from tasks.research import workflow as research
 from tasks.workflow import InvalidInput, UnknownWorkflow, Workflow
 
-BUILTIN: tuple[Workflow, ...] = (countdown.WORKFLOW,)
+BUILTIN: tuple[Workflow, ...] = (countdown.WORKFLOW, research.WORKFLOW)
 
 
 class Registry:
@@ -38,8 +39,9 @@ class Registry:
         except KeyError:
             raise UnknownWorkflow(name, self.names()) from None
 
-    def validate(self, name: str, raw: Any) -> tuple[Workflow, dict[str, Any]]:
-        """The workflow and its validated input as JSON-ready data; raises a WorkflowError naming the problem."""
+    def validate(self, name: str, raw: Any, *, engine: Any = None) -> tuple[Workflow, dict[str, Any]]:
+        """The workflow and its validated input as JSON-ready data; raises a WorkflowError naming the
+        problem. With ``engine``, the workflow's precheck runs too (e.g. that the corpus exists)."""
         wf = self.get(name)
         try:
             model = wf.input_model.model_validate(raw)
@@ -48,4 +50,6 @@ class Registry:
                 f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
             )
             raise InvalidInput(f"invalid input for workflow {name!r}: {problems}") from None
+        if engine is not None and wf.precheck is not None:
+            wf.precheck(model, engine)
         return wf, model.model_dump(mode="json")

@@ -19,6 +19,10 @@ class StepServices:
     tools: ToolRegistry
     tool_config: ToolConfig
     artifacts: Any = None  # checkpoint.artifacts store (large payloads), when configured
+    reasoner: Any = None  # tasks.reasoning.base.Reasoner for research runs
+    max_corrections: int = 3  # unusable reasoner answers in a row before a run fails
+    inline_limit: int = 16384  # larger tool results go to the artifact store
+    fault_after_decision: bool = False  # test hook: die between recording a decision and committing
 
     def tool_runtime(self, ctx: StepContext) -> ToolRuntime:
         """A runtime for this step attempt; pass ``runtime.records()`` as the step's ``writes``."""

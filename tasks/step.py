@@ -22,7 +22,7 @@ from checkpoint.liveness import Dispatch
 from checkpoint.steps import Claim, Worker
 from tasks.registry import Registry
 from tasks.timeout import StepTimeout, time_limit
-from tasks.workflow import Continue, Finish, StepContext
+from tasks.workflow import Continue, FailRun, Finish, StepContext
 
 log = logging.getLogger("steplog.step")
 
@@ -129,6 +129,8 @@ class StepRunner:
             ctx = StepContext(claim.run_id, claim.seq, claim.attempt, inp, claim.state, me.name, me.owner, self.services)
             with time_limit(wf.time_limit or self.policy.step_time_limit):
                 outcome = wf.step(ctx)
+        except FailRun as exc:
+            return self._fail_now(claim, me, exc)
         except (Exception, StepTimeout) as exc:
             return self._attempt_failed(claim, me, exc)
 
@@ -168,6 +170,11 @@ class StepRunner:
             label = wf.describe(kwargs["state"]) if wf.describe else None
             self.publish(Dispatch(claim.run_id, claim.seq + 1, wf.name), label)
         return status
+
+    def _fail_now(self, claim: Claim, me: Worker, exc: FailRun) -> str:
+        steps.fail(self.engine, claim, me, error=error_info(exc))
+        log.error("run %s failed at step %s: %s", claim.run_id, claim.seq, exc)
+        return "failed"
 
     def _attempt_failed(self, claim: Claim, me: Worker, exc: BaseException) -> str:
         try:

@@ -56,6 +56,13 @@ class Workflow:
     step: Callable[[StepContext], Continue | Finish]
     time_limit: float | None = None  # seconds one step may take; None: STEPLOG_STEP_TIME_LIMIT
     describe: Callable[[dict[str, Any]], str] | None = None  # what the next step will do, for Flower
+    # Checks an input against the world before a run is created (e.g. that a corpus exists);
+    # raises WorkflowError naming the problem. Gets the validated input and the Postgres engine.
+    precheck: Callable[[BaseModel, Any], None] | None = None
+
+
+class FailRun(Exception):
+    """Raised by a step to end its run `failed` now, with this message: retrying cannot help."""
 
 
 class WorkflowError(ValueError):

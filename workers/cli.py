@@ -23,6 +23,7 @@ from checkpoint.liveness import Dispatch
 from checkpoint.runs import RunNotFound
 from tasks.workflow import WorkflowError
 from workers.demo import demo
+from workers.research_cmd import corpus_app, report, research
 from workers.flower_cmd import flower
 from workers.services_cli import services_app
 from workers.settings import Settings, SettingsError, load_settings
@@ -155,7 +156,7 @@ def submit(
         fail(f"--input must be a JSON object, got {type(raw).__name__}", 2)
     registry = ctx.celery.steplog.registry
     try:
-        wf, data = registry.validate(workflow, raw)
+        wf, data = registry.validate(workflow, raw, engine=ctx.engine)
         state = wf.start(wf.input_model.model_validate(data))
     except WorkflowError as exc:
         fail(str(exc), 2)
@@ -223,6 +224,9 @@ def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
 
 app.command()(flower)
 app.command()(demo)
+app.command()(research)
+app.command()(report)
+app.add_typer(corpus_app, name="corpus")
 
 
 @app.command("tools")

@@ -1,4 +1,4 @@
-"""`steplog demo`: a run through real workers, one of them SIGKILLed mid-run, the run resuming.
+"""`steplog demo`: a research run through real workers, one SIGKILLed mid-run, the run resuming.
 
 Every phase prints as it happens; everything the demo started (workers, Flower) is stopped on exit
 or Ctrl-C, and the local services too unless `--keep`.
@@ -25,6 +25,7 @@ from workers.fleet import ROOT, WorkerProc
 
 out = Console(soft_wrap=True)
 FINISHED = ("succeeded", "failed", "cancelled")
+QUESTION = "How do I run a subprocess with a timeout?"
 
 
 def _free_port() -> int:
@@ -104,14 +105,20 @@ class Demo:
             if killed is None:
                 flight = runs.in_flight(self.engine, run_id)
                 if flight and flight["seq"] >= kill_at_seq:
-                    victim = next((w for w in self.procs if w.node == flight["worker"]), None)
+                    victim = next((w for w in self.procs if w.node == flight["worker"] and w.alive()), None)
                     if victim is not None:
                         victim.signal(signal.SIGKILL)
-                        killed = (victim.node, flight["seq"])
-                        self.phase(
-                            f"[bold red]SIGKILL[/bold red] {victim.node} (pid {victim.pid}) in the middle of step "
-                            f"{flight['seq']}; its lease lapses and another worker takes the step over"
-                        )
+                        if self._committed(run_id, flight):
+                            # The step finished in the instant before the kill: try the next one.
+                            self.phase(f"killed {victim.node} just after it finished step {flight['seq']}; trying again")
+                            self._replace(victim)
+                            kill_at_seq = flight["seq"] + 1
+                        else:
+                            killed = (victim.node, flight["seq"])
+                            self.phase(
+                                f"[bold red]SIGKILL[/bold red] {victim.node} (pid {victim.pid}) in the middle of step "
+                                f"{flight['seq']}; its lease lapses and another worker takes the step over"
+                            )
                         last_note = time.monotonic()
             if time.monotonic() - last_note > 1.0:
                 flight = runs.in_flight(self.engine, run_id)
@@ -119,6 +126,25 @@ class Demo:
                 out.print(f"    ... {where}", style="dim")
                 last_note = time.monotonic()
             time.sleep(0.1)
+
+    def _committed(self, run_id: str, flight: dict[str, Any]) -> bool:
+        return any(a["seq"] == flight["seq"] and a["attempt"] == flight["attempt"] and a["outcome"] == "committed"
+                   for a in runs.attempts(self.engine, run_id))
+
+    def _replace(self, victim: WorkerProc) -> None:
+        victim.proc.wait()
+        self.procs[self.procs.index(victim)] = fresh = WorkerProc(self.env, victim.name, self.log_dir, host=victim.node.split("@")[1])
+        fresh.wait_ready(self.engine)
+
+    def ensure_corpus(self) -> None:
+        from tools.corpus import build_stdlib, corpus_exists
+
+        if corpus_exists(self.engine, "stdlib"):
+            self.phase("the stdlib corpus is built")
+            return
+        self.phase("building the research corpus from this Python's standard library (a few seconds, once)")
+        stats = build_stdlib(self.engine)
+        out.print(f"    {stats.documents} documents, {stats.passages} passages")
 
     def stop(self) -> None:
         for w in self.procs:
@@ -129,11 +155,11 @@ class Demo:
 
 
 def demo(
-    max_steps: Annotated[int, typer.Option("--max-steps", min=4, help="Steps of the demo run.")] = 12,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=4, help="Step budget of the research run.")] = 40,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the local services running afterwards.")] = False,
     workers: Annotated[int, typer.Option(min=2, help="Worker processes to start.")] = 3,
 ) -> None:
-    """Run a job through real workers, SIGKILL the one running a step mid-run, watch the run resume."""
+    """A research run through real workers; the one running a step is SIGKILLed mid-run and the run resumes."""
     from workers.cli import ctx
 
     settings = ctx.settings  # starts the local services when no STEPLOG_*_URL is set
@@ -144,12 +170,20 @@ def demo(
             + (" (the project's own local services)" if local else ""))
     code = 1
     try:
+        d.ensure_corpus()
         d.start_workers()
         d.start_flower()
-        run_id = d.submit("countdown", {"steps": max_steps, "sleep": 0.6})
+        run_id = d.submit("research", {"question": QUESTION, "max_steps": max_steps})
         run = d.follow(run_id, kill_at_seq=max(3, max_steps // 3))
-        d.phase(f"run {run_id} {run['status']}: {run['result'] or run['error']}")
-        out.print(f"    history: steplog show {run_id}")
+        d.phase(f"run {run_id} {run['status']}")
+        if run["status"] == "succeeded":
+            out.print(run["result"]["report"], markup=False, highlight=False)
+            art = run["result"].get("report_artifact") or {}
+            uri = (art.get("$artifact") or art).get("uri")
+            d.phase(f"report artifact: {uri}" if uri else "report saved in Postgres (steplog report)")
+        else:
+            out.print(f"    {run['error']}")
+        out.print(f"    history: steplog show {run_id}   report: steplog report {run_id}   tools: steplog tools {run_id}")
         code = 0 if run["status"] == "succeeded" else 1
     except KeyboardInterrupt:
         d.phase("interrupted; cleaning up")

@@ -103,7 +103,16 @@ class Runtime:
         from tools.config import ToolConfig
         from tools.registry import builtin_registry
 
-        return StepServices(self.engine, builtin_registry(), ToolConfig.from_settings(self.settings))
+        from checkpoint.artifacts import store_from_settings
+        from tasks.reasoning.factory import make_reasoner
+
+        tools = builtin_registry()
+        return StepServices(
+            self.engine, tools, ToolConfig.from_settings(self.settings),
+            artifacts=store_from_settings(self.settings), reasoner=make_reasoner(self.settings, tools),
+            max_corrections=self.settings.llm_max_corrections, inline_limit=self.settings.inline_limit,
+            fault_after_decision=self.settings.fault_after_decision,
+        )
 
     def start_sweeper(self) -> None:
         self._check_pid()

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
         None, min_length=1,
         description="Password for `steplog flower`'s basic auth. Without both, Flower starts only with --unauthenticated.",
     )
+    fault_after_decision: bool = Field(
+        False, description="Test only: a worker exits right after a reasoning step's decision is recorded, before the step commits."
+    )
     fault_after_commit: bool = Field(
         False, description="Test only: a worker exits right after a step commits, before it publishes the next."
     )

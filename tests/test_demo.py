@@ -1,0 +1,16 @@
+"""`steplog demo`, the README's main command: it finishes, shows a kill and a resumption, ends with the report."""
+
+from tests.harness import cli
+
+
+def test_demo_runs_to_completion_with_a_kill_and_a_resumption(steplog_env):
+    res = cli(steplog_env, "demo", "--max-steps", "12", timeout=240)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = res.stdout
+    assert "SIGKILL" in out
+    assert "attempt 2   <- resumed here after the kill" in out
+    killed = out.index("SIGKILL")
+    assert out.index("resumed here after the kill") > killed
+    assert "# How do I run a subprocess with a timeout?" in out and "## Sources" in out
+    assert "[subprocess" in out
+    assert "report artifact: file://" in out

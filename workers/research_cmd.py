@@ -1,0 +1,119 @@
+"""`steplog research`, `steplog report` and `steplog corpus ...`: the research job from the CLI."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from checkpoint import runs
+from checkpoint.liveness import Dispatch
+from checkpoint.runs import RunNotFound
+from tasks.workflow import WorkflowError
+
+corpus_app = typer.Typer(no_args_is_help=True, help="Corpora the research agent searches.")
+
+
+def research(
+    question: Annotated[str, typer.Argument(help="The research question.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the run and print the report.")] = False,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Step budget.")] = 40,
+    notify_url: Annotated[str | None, typer.Option("--notify-url", help="Webhook told when the report is ready.")] = None,
+    corpus: Annotated[str, typer.Option(help="Corpus to research.")] = "stdlib",
+    as_json: Annotated[bool, typer.Option("--json", help="Print {\"run_id\": ...} (and the result with --wait).")] = False,
+) -> None:
+    """Submit a research job: a question in, a cited Markdown report out."""
+    from workers.cli import ctx, fail, out, print_json
+
+    data = {"question": question, "max_steps": max_steps, "corpus": corpus, "notify_url": notify_url}
+    try:
+        wf, data = ctx.celery.steplog.registry.validate("research", data, engine=ctx.engine)
+    except WorkflowError as exc:
+        fail(str(exc), 2)
+    run_id = runs.create(ctx.engine, wf.name, data, wf.start(wf.input_model.model_validate(data)), submitted_by="cli")
+    ctx.celery.steplog.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name))
+    if not wait:
+        print_json({"run_id": run_id}) if as_json else out.print(run_id)
+        return
+    if not as_json:
+        out.print(f"run {run_id}: following (Ctrl-C stops following, not the run)")
+    run = _follow(ctx.engine, run_id, quiet=as_json)
+    if as_json:
+        print_json({"run_id": run_id, "status": run["status"], "result": run["result"], "error": run["error"]})
+    elif run["status"] == "succeeded":
+        out.print(run["result"]["report"], markup=False, highlight=False)
+    else:
+        out.print(f"run {run_id} {run['status']}: {run['error']}")
+    raise typer.Exit(0 if run["status"] == "succeeded" else 1)
+
+
+def _follow(engine, run_id: str, *, quiet: bool) -> dict:
+    from workers.cli import out
+
+    seen = 0
+    while True:
+        for e in runs.events(engine, run_id, after=seen):
+            seen = e["seq"]
+            p = e["payload"]
+            what = p.get("tool") or (p.get("decision") or {}).get("tool") or p.get("kind") or ""
+            if not quiet:
+                out.print(f"  step {e['seq']:>3} {e['type']:<10} {what:<16} {e['worker'] or ''} attempt {e['attempt']}",
+                          highlight=False)
+        run = runs.get(engine, run_id)
+        if run["status"] in ("succeeded", "failed", "cancelled"):
+            return run
+        time.sleep(0.2)
+
+
+def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
+    """Print a research run's report (Markdown)."""
+    from workers.cli import ctx, fail, out
+
+    try:
+        run = runs.get(ctx.engine, run_id)
+    except RunNotFound as exc:
+        fail(str(exc), 1)
+    if run["workflow"] != "research":
+        fail(f"run {run_id} is a {run['workflow']} run, not research; it has no report", 1)
+    if run["status"] != "succeeded":
+        fail(f"run {run_id} is {run['status']}; no report yet", 1)
+    out.print(run["result"]["report"], markup=False, highlight=False)
+
+
+@corpus_app.command("build")
+def corpus_build(name: Annotated[str, typer.Option(help="Corpus name.")] = "stdlib") -> None:
+    """Build (or rebuild) the built-in corpus: the Python standard library's documentation."""
+    from tools.corpus import build_stdlib
+    from workers.cli import ctx, out
+
+    stats = build_stdlib(ctx.engine, name=name)
+    out.print(f"corpus {name!r}: {stats.documents} documents, {stats.passages} passages")
+
+
+@corpus_app.command("add")
+def corpus_add(
+    paths: Annotated[list[Path], typer.Argument(help="Markdown, text or HTML files or folders.")],
+    name: Annotated[str, typer.Option("--name", help="Corpus name.")] = "docs",
+) -> None:
+    """Add your own Markdown, text or HTML files as a corpus."""
+    from tools.corpus import add_files
+    from tools.corpus_errors import CorpusError
+    from workers.cli import ctx, fail, out
+
+    try:
+        stats = add_files(ctx.engine, paths, corpus=name)
+    except CorpusError as exc:
+        fail(str(exc), 2)
+    out.print(f"corpus {name!r}: {stats.documents} documents, {stats.passages} passages added")
+
+
+@corpus_app.command("list")
+def corpus_list() -> None:
+    """The corpora there are."""
+    from tools.corpus import corpora
+    from workers.cli import ctx, out
+
+    for name in corpora(ctx.engine):
+        out.print(name)
