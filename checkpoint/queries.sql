@@ -242,6 +242,9 @@ SELECT run_id, workflow, status, input, result, error, next_seq, attempt, lease_
 SELECT seq, type, state, payload, worker, pid, attempt, created_at
   FROM events WHERE run_id = :run_id AND seq > :after ORDER BY seq
 
+-- name: get_archive
+SELECT archive FROM runs WHERE run_id = :run_id
+
 -- name: get_in_flight
 SELECT a.seq, a.worker, a.pid, a.attempt, a.started_at, r.lease_expires_at
   FROM runs r JOIN step_attempts a

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from checkpoint.artifacts import ArtifactStore
 from checkpoint.jsonutil import dumps
 from checkpoint.queries import queries
 
@@ -51,9 +52,19 @@ def get(engine: Engine, run_id: str) -> dict[str, Any]:
     return dict(row._mapping)
 
 
-def events(engine: Engine, run_id: str, *, after: int = 0) -> list[dict[str, Any]]:
+def events(engine: Engine, run_id: str, *, after: int = 0, store: ArtifactStore | None = None) -> list[dict[str, Any]]:
+    """A run's events after seq ``after``, oldest first; for an archived run (``steplog gc``), read back
+    from its archive in ``store`` (default: the store the archive records it was written to)."""
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(Q["get_events"], dict(run_id=run_id, after=after))]
+        rows = [dict(r._mapping) for r in conn.execute(Q["get_events"], dict(run_id=run_id, after=after))]
+        if rows:
+            return rows
+        pointer = conn.execute(Q["get_archive"], dict(run_id=run_id)).scalar_one_or_none()
+    if pointer is None:
+        return rows
+    from checkpoint.archive import archived_events, store_for_archive
+
+    return archived_events(store or store_for_archive(pointer), pointer, after=after)
 
 
 def in_flight(engine: Engine, run_id: str) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     CheckConstraint,
     Column,
+    Computed,
     DateTime,
     ForeignKey,
     Index,
@@ -20,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 
 metadata = MetaData()
 
@@ -67,6 +68,8 @@ events = Table(
     Column("attempt", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("run_id", "seq", name="events_pkey"),
+    # The latest summary of a run in one index probe, however long its history (checkpoint/context.py).
+    Index("events_summary_idx", "run_id", "seq", postgresql_where=text("type = 'summary'")),
 )
 
 outbox = Table(
@@ -110,4 +113,18 @@ worker_procs = Table(
     Column("pid", Integer, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+summaries = Table(
+    "summaries",
+    metadata,
+    # Written with the run's `summary` event at the same seq, in the same transaction. It outlives the
+    # event when the run's history is archived, so past runs stay searchable (checkpoint/recall.py).
+    Column("run_id", Text, ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("tsv", TSVECTOR, Computed("to_tsvector('english'::regconfig, text)", persisted=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("run_id", "seq", name="summaries_pkey"),
+    Index("summaries_tsv_idx", "tsv", postgresql_using="gin"),
 )

@@ -13,6 +13,21 @@ from tools.registry import Registry as ToolRegistry
 from tools.runtime import ToolRuntime
 
 
+class LedgerArtifacts:
+    """The tool ledger's artifact seam (dict pointers) over a checkpoint.artifacts store."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def put(self, data: bytes, media_type: str) -> dict[str, Any]:
+        return self.store.put(data, media_type).to_dict()
+
+    def get(self, pointer: dict[str, Any]) -> bytes:
+        from checkpoint.artifacts import ArtifactPointer
+
+        return self.store.get(ArtifactPointer.from_dict(pointer))
+
+
 @dataclass
 class StepServices:
     engine: Engine
@@ -28,5 +43,6 @@ class StepServices:
         """A runtime for this step attempt; pass ``runtime.records()`` as the step's ``writes``."""
         return ToolRuntime(
             self.engine, self.tools, self.tool_config, run_id=ctx.run_id, seq=ctx.seq,
-            owner=ctx.owner, worker=ctx.worker, artifacts=self.artifacts,
+            owner=ctx.owner, worker=ctx.worker,
+            artifacts=LedgerArtifacts(self.artifacts) if self.artifacts is not None else None,
         )

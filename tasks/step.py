@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from checkpoint import liveness, runs, steps
+from checkpoint.artifacts import is_pointer_json, offload, resolve
+from checkpoint.jsonutil import dumps
 from checkpoint.liveness import Dispatch
 from checkpoint.steps import Claim, Worker
 from tasks.registry import Registry
@@ -120,15 +123,29 @@ class StepRunner:
         log.error("run %s failed: %s", claim.run_id, error["message"])
         return "failed"
 
+    # -- large checkpoints live in the artifact store, events keep a pointer -------------------------
+
+    def _offload(self, value: dict[str, Any]) -> dict[str, Any]:
+        store = getattr(self.services, "artifacts", None)
+        if store is None or len(dumps(value)) <= self.services.inline_limit:
+            return value
+        return offload(value, store=store, inline_limit=self.services.inline_limit)
+
+    def _resolve(self, value: Any) -> Any:
+        return resolve(value, store=self.services.artifacts) if is_pointer_json(value) else value
+
     # -- the step itself ---------------------------------------------------------------------------
 
     def _execute(self, claim: Claim, me: Worker) -> str:
         try:
             wf = self.registry.get(claim.workflow)
             inp = wf.input_model.model_validate(claim.input)
-            ctx = StepContext(claim.run_id, claim.seq, claim.attempt, inp, claim.state, me.name, me.owner, self.services)
+            state = self._resolve(claim.state)
+            ctx = StepContext(claim.run_id, claim.seq, claim.attempt, inp, state, me.name, me.owner, self.services)
+            started = time.perf_counter()
             with time_limit(wf.time_limit or self.policy.step_time_limit):
                 outcome = wf.step(ctx)
+            step_ms = round((time.perf_counter() - started) * 1000, 3)
         except FailRun as exc:
             return self._fail_now(claim, me, exc)
         except (Exception, StepTimeout) as exc:
@@ -137,18 +154,22 @@ class StepRunner:
         if isinstance(outcome, Finish):
             kwargs = dict(
                 event_type="succeeded", state=outcome.state if outcome.state is not None else claim.state,
-                payload={**outcome.payload, "result": outcome.result}, status="succeeded", result=outcome.result,
+                payload={**outcome.payload, "result": outcome.result, "step_ms": step_ms}, status="succeeded",
+                result=outcome.result,
                 extra_writes=outcome.writes,
             )
         elif isinstance(outcome, Continue):
             kwargs = dict(
-                event_type=outcome.event, state=outcome.state, payload=outcome.payload, extra_writes=outcome.writes
+                event_type=outcome.event, state=outcome.state, payload={**outcome.payload, "step_ms": step_ms},
+                extra_writes=outcome.writes
             )
         else:
             err = TypeError(f"workflow {wf.name!r} step returned {type(outcome).__name__}, not Continue or Finish")
             return self._attempt_failed(claim, me, err)
 
         try:
+            kwargs["state"] = self._offload(kwargs["state"])
+            kwargs["payload"] = self._offload(kwargs["payload"])
             status = steps.commit(self.engine, claim, me, **kwargs)
         except SQLAlchemyError as exc:
             log.error("commit of step %s of run %s failed: %s; handing the step back", claim.seq, claim.run_id, exc)

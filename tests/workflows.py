@@ -67,3 +67,22 @@ def _notify_after(ctx: StepContext):
 WORKFLOWS.append(
     Workflow("notify_after", NotifyAfterInput, lambda inp: {"remaining": inp.steps}, _notify_after)
 )
+
+
+class BigFetchInput(BaseModel):
+    url: str
+
+
+def _big_fetch(ctx: StepContext):
+    """Step 1 fetches a large page into the checkpoint; step 2 proves it arrived intact."""
+    import hashlib
+
+    if ctx.state.get("page"):
+        text = ctx.state["page"]["text"]
+        return Finish({"sha256": hashlib.sha256(text.encode()).hexdigest(), "size": len(text)})
+    tools = ctx.services.tool_runtime(ctx)
+    out = tools.call("fetch_url", {"url": ctx.input.url})
+    return Continue({"page": out.result}, payload={"status": out.status}, writes=tools.records())
+
+
+WORKFLOWS.append(Workflow("big_fetch", BigFetchInput, lambda inp: {}, _big_fetch))

@@ -34,7 +34,7 @@ def create_app(settings: Settings) -> Celery:
             raise self.retry(exc=exc, countdown=1.0) from exc
         try:  # Flower shows it as state PROGRESS; a lost event must not fail a committed step
             name = self.request.shadow or self.name  # may reach Flower before task-received does
-            self.send_event("task-progress", retry=False, name=name, run_id=run_id, seq=seq, kind=outcome)
+            runtime.send_event("task-progress", uuid=self.request.id, name=name, run_id=run_id, seq=seq, kind=outcome)
         except Exception as exc:
             log.warning("task-progress event of step %s of run %s not sent: %s", seq, run_id, exc)
         return outcome

@@ -22,11 +22,14 @@ from checkpoint.db import make_engine
 from checkpoint.liveness import Dispatch
 from checkpoint.runs import RunNotFound
 from tasks.workflow import WorkflowError
+from workers.chaos_cmd import chaos
 from workers.demo import demo
 from workers.research_cmd import corpus_app, report, research
 from workers.flower_cmd import flower
+from workers.gc_cmd import gc
 from workers.services_cli import services_app
 from workers.settings import Settings, SettingsError, load_settings
+from workers.watch_cmd import watch
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="steplog: durable agent runs on a worker fleet.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -223,6 +226,9 @@ def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
 
 
 app.command()(flower)
+app.command()(watch)
+app.command()(chaos)
+app.command("gc")(gc)
 app.command()(demo)
 app.command()(research)
 app.command()(report)

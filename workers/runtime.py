@@ -49,6 +49,7 @@ class Runtime:
         self._heartbeat: Heartbeat | None = None
         self._sweeper: Sweeper | None = None
         self._runner: StepRunner | None = None
+        self._events = None
 
     # -- per-process state, rebuilt in a forked child ----------------------------------------------
 
@@ -66,6 +67,7 @@ class Runtime:
                     if self._engine is not None:
                         after_fork(self._engine)  # the parent's sockets are not ours
                     self._engine = self._worker = self._heartbeat = self._sweeper = self._runner = None
+                    self._events = None
                     self._pid = os.getpid()
 
     def worker(self) -> Worker:
@@ -129,6 +131,14 @@ class Runtime:
         for thread in (self._sweeper, self._heartbeat):
             if thread is not None:
                 thread.stopping.set()
+
+    def send_event(self, type_: str, **fields) -> None:
+        """A Flower event from the task thread, through one dispatcher per process (Task.send_event
+        builds a dispatcher and checks out a producer on every call)."""
+        self._check_pid()
+        if self._events is None:
+            self._events = self.app.events.Dispatcher(self.app.connection_for_write(), hostname=self.node_name)
+        self._events.send(type_, retry=False, **fields)
 
     # -- dispatch -----------------------------------------------------------------------------------
 

@@ -1,0 +1,33 @@
+"""Every Redis key steplog's hot tier uses, and the only place their names are built.
+
+All keys start with ``steplog:`` so an operator can tell them from the broker's keys and scan them.
+"""
+
+from __future__ import annotations
+
+PREFIX = "steplog:"
+
+
+def _part(name: str, value: str | int) -> str:
+    text = str(value)
+    # A colon inside a run id would make two different (run, seq) pairs share a key.
+    if not text or ":" in text:
+        raise ValueError(f"redis key part {name} must be non-empty and hold no ':', got {text!r}")
+    return text
+
+
+def context(run_id: str, seq: int) -> str:
+    """The reconstructed context of run ``run_id`` as of event ``seq``: ``steplog:ctx:{run_id}:{seq}``."""
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise ValueError(f"redis key part seq must be an int >= 1, got {seq!r}")
+    return f"{PREFIX}ctx:{_part('run_id', run_id)}:{seq}"
+
+
+def context_pattern(run_id: str) -> str:
+    """A SCAN pattern matching every cached context of one run."""
+    return f"{PREFIX}ctx:{_part('run_id', run_id)}:*"
+
+
+def progress(run_id: str) -> str:
+    """The live progress stream of a run (``steplog watch``): ``steplog:progress:{run_id}``."""
+    return f"{PREFIX}progress:{_part('run_id', run_id)}"

@@ -1,0 +1,188 @@
+"""`steplog watch` and `steplog chaos` against real workers, Postgres and Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.harness import ROOT, assert_contiguous, cli, cli_json, wait_for
+from workers import chaos_procs
+
+pytestmark = pytest.mark.slow
+
+
+def _argv(command: str) -> list[str]:
+    """`python -m workers COMMAND` once workers.cli mounts it, else the command module's own entry point."""
+    from workers.cli import app
+
+    mounted = {c.name or c.callback.__name__ for c in app.registered_commands}
+    return ["-m", "workers", command] if command in mounted else ["-m", f"workers.{command}_cmd"]
+
+
+def steplog(env, command: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *_argv(command), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def expected_lines(env, run_id: str) -> list[dict]:
+    return [{**e, "run_id": run_id} for e in cli_json(env, "show", run_id, "--json")["events"]]
+
+
+def test_watch_of_finished_runs_prints_every_event_and_the_outcome(fleet):
+    env = fleet.env
+    fleet.start()
+    ok = fleet.submit("countdown", {"steps": 3})
+    bad = fleet.submit("always_fails", {})
+    fleet.wait_finished(ok)
+    fleet.wait_finished(bad)
+
+    res = steplog(env, "watch", ok, "--json")
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert lines == expected_lines(env, ok)
+    assert [e["seq"] for e in lines] == [1, 2, 3, 4]
+
+    human = steplog(env, "watch", ok)
+    assert human.returncode == 0, human.stderr
+    assert "succeeded" in human.stdout and "3/3 steps" in human.stdout and "w1@test" in human.stdout
+
+    failed = steplog(env, "watch", bad)
+    assert failed.returncode == 1
+    assert "failed" in failed.stdout and "ValueError" in failed.stdout
+
+    missing = steplog(env, "watch", "no-such-run", "--json")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert "no run with id 'no-such-run'" in missing.stderr
+    assert missing.stderr == cli(env, "show", "no-such-run").stderr
+
+
+def test_watch_json_follows_a_running_run_to_its_end(fleet):
+    env = fleet.env
+    run_id = fleet.submit("countdown", {"steps": 8, "sleep": 0.1})  # no worker yet: the run cannot end
+    watcher = subprocess.Popen(
+        [sys.executable, *_argv("watch"), run_id, "--json", "--interval", "0.05"],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = json.loads(watcher.stdout.readline())  # streamed while the run is still queued
+        assert first["seq"] == 1 and first["type"] == "submitted"
+        assert fleet.run(run_id)["status"] == "queued"
+        fleet.start()
+        rest, stderr = watcher.communicate(timeout=120)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode == 0, stderr
+    lines = [first, *(json.loads(line) for line in rest.splitlines())]
+    assert fleet.run(run_id)["status"] == "succeeded"
+    assert lines == expected_lines(env, run_id)  # each event once, in seq order, through the last
+    assert lines[-1]["type"] == "succeeded"
+
+
+def test_worker_command_lines_are_recognised():
+    py = sys.executable
+    assert chaos_procs.is_worker_cmdline([py, "-m", "workers", "worker", "--hostname=w1@x"])
+    assert chaos_procs.is_worker_cmdline([py, "/venv/bin/steplog", "worker", "-c", "2"])
+    assert chaos_procs.is_worker_cmdline(["celery", "-A", "workers.app", "worker"])
+    assert not chaos_procs.is_worker_cmdline(["celery", "-A", "other.app", "worker"])
+    assert not chaos_procs.is_worker_cmdline([py, "-m", "workers", "show", "worker"])
+    assert not chaos_procs.is_worker_cmdline(["grep", "-m", "workers", "worker"])
+    assert not chaos_procs.is_worker_cmdline(["less", "steplog", "worker"])
+
+
+@pytest.fixture
+def bystanders(fast_env, template_database):
+    """Processes chaos must leave alone: one that looks like a worker of another database, and one of
+    this database that is no worker."""
+    from tests.conftest import PG_URL, _with_database
+
+    sleep = "import time; time.sleep(300)"
+    other = {**fast_env, "STEPLOG_DATABASE_URL": _with_database(PG_URL, template_database)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", sleep, "-m", "workers", "worker"], env=other, start_new_session=True),
+        subprocess.Popen([sys.executable, "-c", sleep], env=fast_env, start_new_session=True),
+    ]
+    yield procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def test_chaos_kills_and_restarts_workers_and_every_interrupted_step_resumes(fleet, bystanders):
+    env = fleet.env
+    nobody = steplog(env, "chaos", "--kill-every", "1", "--duration", "1")
+    assert nobody.returncode == 1 and "no steplog worker of this database" in nobody.stderr
+
+    fleet.start()
+    fleet.start()
+    run_ids = [fleet.submit("countdown", {"steps": 15, "sleep": 0.3}) for _ in range(4)]
+    wait_for(lambda: sum(len(fleet.events(r)) for r in run_ids) > 4, what="runs to progress")
+    try:
+        res = steplog(env, "chaos", "--kill-every", "2", "--duration", "7", "--restart", "--seed", "7", "--json")
+        assert res.returncode == 0, res.stderr
+        summary = json.loads(res.stdout)
+        for run_id in run_ids:
+            run = fleet.wait_finished(run_id, timeout=120)
+            assert run["status"] == "succeeded" and run["result"] == {"steps_run": 15}
+            assert_contiguous(fleet.events(run_id))
+    finally:
+        for target in chaos_procs.find_workers(env["STEPLOG_DATABASE_URL"]):  # the restarted workers
+            chaos_procs.kill(target)
+
+    kills = summary["kills"]
+    assert len(kills) == 3
+    assert all(k["restarted_pid"] and k["worker"].endswith("@test") for k in kills)
+    assert all(p.poll() is None for p in bystanders)  # neither another fleet nor a non-worker was touched
+
+    interrupted = {(s["run_id"], s["seq"], s["attempt"]) for k in kills for s in k["interrupted"]}
+    assert summary["interrupted"] == len(interrupted) >= 1
+    assert summary["resumed"] == summary["interrupted"]
+    # The counts match the log: the killed processes' lost attempts are exactly the interrupted steps,
+    # and each of those steps was committed by a later attempt.
+    killed = {pid for k in kills for pid in k["pids"]}
+    lost = {
+        (r, a["seq"], a["attempt"]) for r in run_ids for a in fleet.attempts(r)
+        if a["outcome"] == "lost" and a["pid"] in killed
+    }
+    assert interrupted == lost
+    for run_id, seq, attempt in interrupted:
+        assert fleet.events(run_id)[seq - 1]["attempt"] > attempt
+
+
+def test_watch_view_of_research_events_sums_tokens_and_marks_replays_and_retries():
+    from datetime import datetime, timedelta, timezone
+
+    from rich.console import Console
+
+    from workers.watch_view import WatchState, watch_view
+
+    t0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    run = {"run_id": "r1", "workflow": "research", "status": "running", "input": {"question": "q", "max_steps": 8},
+           "result": None, "error": None, "created_at": t0, "updated_at": t0}
+
+    def event(seq, payload, worker="w1@h", attempt=1):
+        return {"seq": seq, "type": "step", "payload": payload, "worker": worker, "pid": 10, "attempt": attempt,
+                "created_at": t0 + timedelta(seconds=seq)}
+
+    events = [
+        {**event(1, {"input": {}}), "type": "submitted", "attempt": 0},
+        event(2, {"kind": "reason", "tool": "search_corpus", "usage": {"total_tokens": 120}}),
+        event(3, {"kind": "tool", "tool": "search_corpus", "replayed": True}, worker="w2@h", attempt=2),
+        event(4, {"kind": "reason", "usage": {"total_tokens": 80, "prompt_tokens": 60}}),
+        event(5, {"usage": "not a dict"}),
+    ]
+    state = WatchState(run)
+    state.update(run, events[:3], None)
+    state.update(run, events[2:], {"seq": 6, "worker": "w2@h", "pid": 11, "attempt": 1})  # seq 3 again: once only
+    assert (state.steps_done, state.tokens, state.last_seq) == (4, 200, 5)
+
+    console = Console(width=140, record=True)
+    console.print(watch_view(state, now=t0 + timedelta(seconds=9)))
+    screen = console.export_text()
+    assert "4/8 steps" in screen and "200" in screen and "9.0s" in screen
+    assert "step 6 on w2@h (pid 11, attempt 1)" in screen
+    assert "tool search_corpus (replayed)" in screen and "reason search_corpus" in screen

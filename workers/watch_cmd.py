@@ -1,0 +1,93 @@
+"""`steplog watch RUN`: follow a run live until it ends.
+
+It polls Postgres for the events after the last seq it saw (one indexed range read), the run row
+and the step in flight; nothing is pushed, so it works against any fleet and survives restarts.
+Exit code: 0 when the run succeeded, 1 when it failed or was cancelled (or does not exist).
+
+Mounted in `workers.cli` with ``app.command()(watch)``; ``python -m workers.watch_cmd RUN`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from checkpoint import runs
+from checkpoint.runs import RunNotFound
+from checkpoint.tables import TERMINAL_STATUSES
+from workers.watch_view import WatchState, final_line, watch_view
+
+
+def _emit(run_id: str, events: list[dict[str, Any]]) -> None:
+    from workers.render import event_json
+
+    for e in events:
+        sys.stdout.write(json.dumps({**event_json(e), "run_id": run_id}, default=str) + "\n")
+    sys.stdout.flush()  # a pipe is block-buffered: a follower must see each line as it happens
+
+
+def _follow(engine, run_id: str, interval: float, on_update) -> WatchState:
+    """Poll until the run has ended and its last event was read; ``on_update(state, new_events)`` each time."""
+    state: WatchState | None = None
+    while True:
+        # The run row first: a terminal status is committed with the last event, so the events read
+        # after it include that event, and the loop can end without missing one.
+        run = runs.get(engine, run_id)
+        new = runs.events(engine, run_id, after=state.last_seq if state else 0)
+        flight = None if run["status"] in TERMINAL_STATUSES else runs.in_flight(engine, run_id)
+        if state is None:
+            state = WatchState(run)
+        state.update(run, new, flight)
+        on_update(state, new)
+        if state.finished:
+            return state
+        time.sleep(interval)
+
+
+def watch(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    json_: Annotated[
+        bool, typer.Option("--json", help="One JSON line per event, as `show --json` shapes them.")
+    ] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.01, help="Seconds between polls.")] = 0.25,
+) -> None:
+    """Follow a run live: progress, the step in flight and its worker, recent steps, tokens; ends with the run."""
+    from rich.live import Live
+
+    from workers.cli import _db_errors, ctx, err, fail, out  # lazily: workers.cli imports this module
+
+    @_db_errors
+    def follow() -> WatchState:
+        try:
+            if json_:
+                return _follow(ctx.engine, run_id, interval, lambda state, new: _emit(run_id, new))
+            first = runs.get(ctx.engine, run_id)
+            if first["status"] in TERMINAL_STATUSES or not out.is_terminal:
+                # Nothing to follow (the summary at once), or no terminal to redraw: the view once, at the end.
+                state = _follow(ctx.engine, run_id, interval, lambda state, new: None)
+                out.print(watch_view(state))
+                return state
+            with Live(console=out, refresh_per_second=4) as live:
+                return _follow(ctx.engine, run_id, interval, lambda state, new: live.update(watch_view(state)))
+        except RunNotFound as exc:
+            fail(str(exc), 1)
+
+    try:
+        state = follow()
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if json_:
+        err.print(final_line(state), highlight=False)
+    else:
+        out.print(final_line(state), highlight=False)
+    raise typer.Exit(0 if state.run["status"] == "succeeded" else 1)
+
+
+if __name__ == "__main__":
+    app = typer.Typer(add_completion=False)
+    app.command()(watch)
+    app()
