@@ -86,7 +86,7 @@ WITH adv AS (
   INSERT INTO outbox (run_id, seq, owner, dispatched_at)
   SELECT run_id, :seq + 1, :owner, now() FROM adv WHERE status = 'running'
 ), att AS (
-  UPDATE step_attempts SET outcome = 'committed', finished_at = now()
+  UPDATE step_attempts SET outcome = 'committed', finished_at = now(), step_ms = :step_ms
    WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND EXISTS (SELECT 1 FROM adv)
 )
 SELECT status FROM adv
@@ -252,7 +252,7 @@ SELECT a.seq, a.worker, a.pid, a.attempt, a.started_at, r.lease_expires_at
  WHERE r.run_id = :run_id AND a.outcome IS NULL
 
 -- name: get_attempts
-SELECT seq, attempt, worker, pid, outcome, error, started_at, finished_at
+SELECT seq, attempt, worker, pid, outcome, error, started_at, finished_at, step_ms
   FROM step_attempts WHERE run_id = :run_id ORDER BY seq, attempt
 
 -- name: list_runs

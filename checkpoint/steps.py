@@ -80,6 +80,7 @@ def commit(
     status: str = "running",
     result: Any = None,
     extra_writes: Sequence[Callable[[Connection], None]] = (),
+    step_ms: float | None = None,
 ) -> str | None:
     """Append event ``claim.seq`` and queue the next step, if this attempt still holds the lease.
 
@@ -90,6 +91,7 @@ def commit(
         run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt,
         worker=worker.name, pid=worker.pid, type=event_type, status=status,
         state=dumps(state), payload=dumps(payload), result=None if result is None else dumps(result),
+        step_ms=step_ms,
     )
     if not extra_writes:
         with autocommit(engine).connect() as conn:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     Computed,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -101,6 +102,8 @@ step_attempts = Table(
     Column("error", JSONB),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
+    # Time inside the workflow's step function (reasoning, tools), for overhead accounting.
+    Column("step_ms", Float),
     PrimaryKeyConstraint("run_id", "seq", "attempt", name="step_attempts_pkey"),
 )
 

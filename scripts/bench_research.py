@@ -1,6 +1,6 @@
 """Offline research runs on 2 workers: throughput, steps and wall time per run, and how much of the
 workers' time is steplog's own overhead (checkpoint, ledger, dispatch, broker) rather than the
-workflow's reasoning and tool work (measured inside the step function, `step_ms` in each event).
+workflow's reasoning and tool work (measured inside the step function: `step_attempts.step_ms`).
 
 Usage: python scripts/bench_research.py [--runs 20] [--workers 2]
 """
@@ -46,7 +46,7 @@ def main() -> None:
                 ok += run["status"] == "succeeded"
                 per_run.append((events[-1]["created_at"] - events[0]["created_at"]).total_seconds())
                 steps.append(len(events) - 1)
-                work_ms += sum(e["payload"].get("step_ms", 0) for e in events)
+                work_ms += sum(a["step_ms"] or 0 for a in runs.attempts(fleet.engine, r) if a["outcome"] == "committed")
         finally:
             fleet.close()
     busy = wall * args.workers

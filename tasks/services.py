@@ -38,6 +38,24 @@ class StepServices:
     max_corrections: int = 3  # unusable reasoner answers in a row before a run fails
     inline_limit: int = 16384  # larger tool results go to the artifact store
     fault_after_decision: bool = False  # test hook: die between recording a decision and committing
+    hot_cache: Any = None  # checkpoint.hotcache.HotCache (Redis); None: rebuild from Postgres each step
+    budget_tokens: int = 6000  # history a step sees: latest summary + recent events
+    tail_limit: int = 50
+    summary_every_steps: int = 20
+
+    def load_history(self, run_id: str, latest_seq: int) -> Any:
+        from checkpoint.context import reconstruct
+
+        if self.hot_cache is not None:
+            return self.hot_cache.load(self.engine, run_id, latest_seq=latest_seq,
+                                       budget_tokens=self.budget_tokens, tail_limit=self.tail_limit)
+        return reconstruct(self.engine, run_id, at_seq=latest_seq, budget_tokens=self.budget_tokens,
+                           tail_limit=self.tail_limit)
+
+    def warm_history(self, history: Any, seq: int, event_type: str, state: dict, payload: dict) -> None:
+        """After a commit: cache the next step's context, built without Postgres (best effort)."""
+        if self.hot_cache is not None and history is not None:
+            self.hot_cache.put(history.advance(seq, event_type, state, payload))
 
     def tool_runtime(self, ctx: StepContext) -> ToolRuntime:
         """A runtime for this step attempt; pass ``runtime.records()`` as the step's ``writes``."""

@@ -23,6 +23,7 @@ from checkpoint.artifacts import is_pointer_json, offload, resolve
 from checkpoint.jsonutil import dumps
 from checkpoint.liveness import Dispatch
 from checkpoint.steps import Claim, Worker
+from tasks import logcontext
 from tasks.registry import Registry
 from tasks.timeout import StepTimeout, time_limit
 from tasks.workflow import Continue, FailRun, Finish, StepContext
@@ -77,10 +78,12 @@ class StepRunner:
     def run(self, run_id: str, seq: int) -> str:
         """Execute step ``seq`` of ``run_id``; returns what happened, for logs and tests."""
         me = self.worker()
+        logcontext.update(run_id=run_id, seq=seq, worker=me.name)
         deadline = self.policy.step_time_limit + self.policy.lease_seconds
         claim = steps.claim(self.engine, run_id, seq, me, deadline=deadline, lease_seconds=self.policy.lease_seconds)
         if claim is None:
             return self._not_claimed(run_id, seq, me)
+        logcontext.update(attempt=claim.attempt)
         if claim.attempt > self.policy.max_attempts:
             return self._exhausted(claim, me)
         return self._execute(claim, me)
@@ -141,7 +144,10 @@ class StepRunner:
             wf = self.registry.get(claim.workflow)
             inp = wf.input_model.model_validate(claim.input)
             state = self._resolve(claim.state)
-            ctx = StepContext(claim.run_id, claim.seq, claim.attempt, inp, state, me.name, me.owner, self.services)
+            logcontext.update(step=wf.describe(state) if wf.describe else wf.name)
+            history = self.services.load_history(claim.run_id, claim.seq - 1) if wf.history else None
+            ctx = StepContext(claim.run_id, claim.seq, claim.attempt, inp, state, me.name, me.owner, self.services,
+                              history)
             started = time.perf_counter()
             with time_limit(wf.time_limit or self.policy.step_time_limit):
                 outcome = wf.step(ctx)
@@ -154,14 +160,12 @@ class StepRunner:
         if isinstance(outcome, Finish):
             kwargs = dict(
                 event_type="succeeded", state=outcome.state if outcome.state is not None else claim.state,
-                payload={**outcome.payload, "result": outcome.result, "step_ms": step_ms}, status="succeeded",
-                result=outcome.result,
+                payload={**outcome.payload, "result": outcome.result}, status="succeeded", result=outcome.result,
                 extra_writes=outcome.writes,
             )
         elif isinstance(outcome, Continue):
             kwargs = dict(
-                event_type=outcome.event, state=outcome.state, payload={**outcome.payload, "step_ms": step_ms},
-                extra_writes=outcome.writes
+                event_type=outcome.event, state=outcome.state, payload=outcome.payload, extra_writes=outcome.writes
             )
         else:
             err = TypeError(f"workflow {wf.name!r} step returned {type(outcome).__name__}, not Continue or Finish")
@@ -170,7 +174,7 @@ class StepRunner:
         try:
             kwargs["state"] = self._offload(kwargs["state"])
             kwargs["payload"] = self._offload(kwargs["payload"])
-            status = steps.commit(self.engine, claim, me, **kwargs)
+            status = steps.commit(self.engine, claim, me, step_ms=step_ms, **kwargs)
         except SQLAlchemyError as exc:
             log.error("commit of step %s of run %s failed: %s; handing the step back", claim.seq, claim.run_id, exc)
             if self.on_commit_failure:
@@ -185,6 +189,11 @@ class StepRunner:
                 claim.seq, claim.run_id, claim.attempt,
             )
             return "fenced"
+        if history is not None:
+            try:
+                self.services.warm_history(history, claim.seq, kwargs["event_type"], kwargs["state"], kwargs["payload"])
+            except Exception as exc:  # a cache: never a reason to fail a committed step
+                log.warning("hot cache not warmed after step %s of run %s: %s", claim.seq, claim.run_id, exc)
         if self.policy.fault_after_commit:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: die between commit and publish
         if status == "running":

@@ -46,6 +46,7 @@ class StepContext:
     worker: str
     owner: str = ""  # this process's liveness id (the lease holder), e.g. for the tool ledger
     services: Any = None  # per-process handles a workflow needs (tasks.services.StepServices)
+    history: Any = None  # checkpoint.context.RunContext, for workflows declared with history=True
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class Workflow:
     # Checks an input against the world before a run is created (e.g. that a corpus exists);
     # raises WorkflowError naming the problem. Gets the validated input and the Postgres engine.
     precheck: Callable[[BaseModel, Any], None] | None = None
+    # Steps get ctx.history: the run's reconstructed context (latest checkpoint, latest summary, the
+    # events after it within the token budget), from the Redis hot cache when it is current.
+    history: bool = False
 
 
 class FailRun(Exception):

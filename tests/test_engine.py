@@ -103,3 +103,18 @@ def test_step_that_always_raises_fails_the_run_after_bounded_attempts(fleet):
     assert [a["attempt"] for a in recorded] == [1, 2, 3, 4, 5]  # STEPLOG_MAX_ATTEMPTS default
     assert all(a["outcome"] == "failed" and a["error"]["type"] == "ValueError" for a in recorded)
     assert [a["outcome"] for a in fleet.attempts(run_id)] == ["failed"] * 5
+
+
+def test_log_lines_of_a_step_carry_its_run_seq_step_worker_and_attempt(fleet):
+    import json
+
+    w = fleet.start(env={**fleet.env, "STEPLOG_LOG_FORMAT": "json"})
+    run_id = fleet.submit("always_fails", {})
+    fleet.wait_finished(run_id)
+    lines = [json.loads(line) for line in w.log().splitlines() if line.startswith("{")]
+    retry_lines = [d for d in lines if d.get("run_id") == run_id and "retrying" in d["message"]]
+    assert retry_lines, lines[-5:]
+    first = retry_lines[0]
+    assert first["seq"] == 2 and first["attempt"] == 1 and first["worker"] == w.node and first["step"] == "always_fails"
+    # Celery's own line for the task is bound too.
+    assert any(d.get("run_id") == run_id and d["logger"] == "celery.app.trace" for d in lines)

@@ -46,12 +46,16 @@ def test_bad_research_input_exits_2_and_writes_nothing(corpus_env):
 
 def test_offline_research_run_cites_the_module_through_real_workers(corpus_env, tmp_path):
     from tests.harness import Fleet
+    from tests.toolsupport import LocalHTTPServer
 
-    fleet = Fleet(corpus_env, tmp_path)
+    hook = LocalHTTPServer().__enter__()
+    env = {**corpus_env, "STEPLOG_NET_ALLOW": hook.allow}
+    fleet = Fleet(env, tmp_path)
     try:
         fleet.start()
         fleet.start()
-        run_id = cli_json(corpus_env, "research", "how to run a subprocess with a timeout", "--json")["run_id"]
+        run_id = cli_json(env, "research", "how to run a subprocess with a timeout", "--json",
+                          "--notify-url", f"{hook.base}/hook")["run_id"]
         run = fleet.wait_finished(run_id, timeout=120)
         assert run["status"] == "succeeded", run["error"]
         report = run["result"]["report"]
@@ -67,9 +71,13 @@ def test_offline_research_run_cites_the_module_through_real_workers(corpus_env, 
         printed = cli(corpus_env, "report", run_id)
         assert printed.returncode == 0 and "[subprocess" in printed.stdout
         tools = {row["tool"] for row in cli_json(corpus_env, "tools", run_id, "--json")}
-        assert {"search_corpus", "read_document", "save_note", "publish_report", "reasoner"} <= tools
+        assert {"search_corpus", "read_document", "save_note", "publish_report", "reasoner", "notify"} <= tools
+        # The webhook heard about the finished report once, with the call's idempotency key.
+        assert [p["run_id"] for _, p in hook.requests] == [run_id]
+        assert hook.requests[0][0] and run["result"]["notified"] == "succeeded"
     finally:
         fleet.close()
+        hook.__exit__(None, None, None)
 
 
 def test_faults_and_a_kill_do_not_change_the_report(corpus_env, tmp_path):

@@ -86,3 +86,30 @@ def _big_fetch(ctx: StepContext):
 
 
 WORKFLOWS.append(Workflow("big_fetch", BigFetchInput, lambda inp: {}, _big_fetch))
+
+
+class JournalInput(BaseModel):
+    entries: int
+
+
+def _journal(ctx: StepContext):
+    """Writes one entry per step and summarizes its history as it grows, through ctx.history."""
+    import hashlib
+
+    from checkpoint.summary import condense, pending_events, should_summarize, summary_payload, summary_write
+
+    h, s = ctx.history, ctx.services
+    seen = {"tokens": h.tokens, "budget": h.budget_tokens, "summary_seq": h.summary_seq, "tail": len(h.tail)}
+    written = ctx.state["written"]
+    if written >= ctx.input.entries:
+        view = (h.summary or "") + "|" + "|".join(str(e["payload"].get("entry")) for e in h.tail)
+        return Finish({"entries": written, "digest": hashlib.sha256(view.encode()).hexdigest()})
+    if should_summarize(h, every_steps=s.summary_every_steps, budget_tokens=s.budget_tokens):
+        text = condense(pending_events(s.engine, h), h.summary, max_tokens=s.budget_tokens // 4)
+        return Continue(ctx.state, payload=summary_payload(text, seen=seen), event="summary",
+                        writes=[summary_write(ctx.run_id, ctx.seq, text)])
+    entry = f"entry {written + 1}: the journal notes step {ctx.seq} of a long run"
+    return Continue({"written": written + 1}, payload={"entry": entry, "seen": seen})
+
+
+WORKFLOWS.append(Workflow("journal", JournalInput, lambda inp: {"written": 0}, _journal, history=True))

@@ -7,9 +7,24 @@ import json
 import logging
 import time
 
+from tasks import logcontext
 from workers.settings import Settings
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s:%(step_context)s %(message)s"
+
+
+class StepContextFilter(logging.Filter):
+    """Puts the step being run (tasks.logcontext) on every record: as attributes for JSON, and as
+    one ` [run=.. seq=.. step=.. worker=.. attempt=..]` string for the text format."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = logcontext.current()
+        for key in logcontext.FIELDS:
+            if key in fields and not hasattr(record, key):
+                setattr(record, key, fields[key])
+        shown = " ".join(f"{k}={fields[k]}" for k in logcontext.FIELDS if k in fields)
+        record.step_context = f" [{shown}]" if shown else ""
+        return True
 
 
 class JSONFormatter(logging.Formatter):
@@ -21,7 +36,7 @@ class JSONFormatter(logging.Formatter):
             "pid": record.process,
             "message": record.getMessage(),
         }
-        for key in ("run_id", "seq", "step", "worker", "attempt"):
+        for key in logcontext.FIELDS:
             if hasattr(record, key):
                 doc[key] = getattr(record, key)
         if record.exc_info:
@@ -31,6 +46,7 @@ class JSONFormatter(logging.Formatter):
 
 def setup_logging(settings: Settings, level: str | None = None) -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(StepContextFilter())
     handler.setFormatter(JSONFormatter() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -106,6 +106,7 @@ class Runtime:
         from tools.registry import builtin_registry
 
         from checkpoint.artifacts import store_from_settings
+        from checkpoint.hotcache import HotCache
         from tasks.reasoning.factory import make_reasoner
 
         tools = builtin_registry()
@@ -114,6 +115,9 @@ class Runtime:
             artifacts=store_from_settings(self.settings), reasoner=make_reasoner(self.settings, tools),
             max_corrections=self.settings.llm_max_corrections, inline_limit=self.settings.inline_limit,
             fault_after_decision=self.settings.fault_after_decision,
+            hot_cache=HotCache.from_url(self.settings.redis_url, self.settings.hot_ttl_seconds) if self.settings.redis_url else None,
+            budget_tokens=self.settings.context_budget_tokens, tail_limit=self.settings.context_tail_limit,
+            summary_every_steps=self.settings.summary_every_steps,
         )
 
     def start_sweeper(self) -> None:
