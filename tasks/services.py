@@ -52,6 +52,11 @@ class StepServices:
         return reconstruct(self.engine, run_id, at_seq=latest_seq, budget_tokens=self.budget_tokens,
                            tail_limit=self.tail_limit)
 
+    def progress(self, run_id: str, event: dict) -> None:
+        """Tell followers (`steplog watch`) a step landed: one XADD on the run's capped stream."""
+        if self.hot_cache is not None:
+            self.hot_cache.publish_progress(run_id, event)
+
     def warm_history(self, history: Any, seq: int, event_type: str, state: dict, payload: dict) -> None:
         """After a commit: cache the next step's context, built without Postgres (best effort)."""
         if self.hot_cache is not None and history is not None:

@@ -72,8 +72,16 @@ class StepRunner:
         self.policy = policy
         self.worker = worker  # the current process's identity (differs per pool child)
         self.publish = publish
-        self.services = services
+        # An object, or a factory called when a step first needs it: a broken deployment (a tool
+        # module that fails to import) is then a failed attempt, counted and bounded, not a loop.
+        self._services = services
         self.on_commit_failure = on_commit_failure
+
+    @property
+    def services(self) -> Any:
+        if callable(self._services):
+            self._services = self._services()
+        return self._services
 
     def run(self, run_id: str, seq: int) -> str:
         """Execute step ``seq`` of ``run_id``; returns what happened, for logs and tests."""
@@ -189,11 +197,13 @@ class StepRunner:
                 claim.seq, claim.run_id, claim.attempt,
             )
             return "fenced"
-        if history is not None:
-            try:
+        try:  # Redis is a cache and a doorbell: never a reason to fail a committed step
+            self.services.progress(claim.run_id, {"seq": claim.seq, "type": kwargs["event_type"], "status": status,
+                                                  "worker": me.name, "attempt": claim.attempt})
+            if history is not None:
                 self.services.warm_history(history, claim.seq, kwargs["event_type"], kwargs["state"], kwargs["payload"])
-            except Exception as exc:  # a cache: never a reason to fail a committed step
-                log.warning("hot cache not warmed after step %s of run %s: %s", claim.seq, claim.run_id, exc)
+        except Exception as exc:
+            log.warning("hot tier not updated after step %s of run %s: %s", claim.seq, claim.run_id, exc)
         if self.policy.fault_after_commit:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: die between commit and publish
         if status == "running":

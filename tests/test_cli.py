@@ -86,6 +86,8 @@ def test_bad_settings_fail_naming_the_variable(steplog_env):
     assert "STEPLOG_LEASE_SECONDS" in res.stderr and "STEPLOG_BROKER_URL" in res.stderr
     worker = cli({**steplog_env, "STEPLOG_DATABASE_URL": "mysql://x"}, "worker")
     assert worker.returncode == 2 and "STEPLOG_DATABASE_URL" in worker.stderr
+    store = cli({**steplog_env, "STEPLOG_ARTIFACTS_URL": "ftp://x"}, "worker")
+    assert store.returncode == 2 and "STEPLOG_ARTIFACTS_URL" in store.stderr
 
 
 def test_missing_schema_is_a_clear_error(steplog_env, template_database):

@@ -23,6 +23,11 @@ def test_countdown_run_completes_with_contiguous_events(fleet):
     assert len(events) == 31  # `submitted` + 30 steps
     assert [e["type"] for e in events] == ["submitted"] + ["step"] * 29 + ["succeeded"]
     assert [e["state"]["remaining"] for e in events] == list(range(30, -1, -1))
+    # Each step also rang the run's progress stream in Redis (what `steplog watch` waits on).
+    from checkpoint.hotcache import HotCache
+
+    progress = HotCache.from_url(fleet.env["STEPLOG_REDIS_URL"], 60).read_progress(run_id)
+    assert [p["seq"] for _, p in progress] == list(range(2, 32))
 
 
 def test_same_step_delivered_twice_at_once_writes_one_event(fleet):

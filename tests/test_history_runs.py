@@ -64,3 +64,27 @@ def test_flushall_of_redis_mid_run_loses_nothing_and_changes_no_result(fast_env,
     flushed = _run_journals(env, tmp_path / "flushed", flush=True)
     assert flushed == calm
     assert all(r["entries"] == 60 for r in flushed)
+
+
+def test_an_agent_can_search_earlier_runs_summaries_and_notes(fast_env, tmp_path):
+    from tests.harness import Fleet
+    from tools.registry import builtin_registry
+    from tools.runtime import ToolRuntime
+
+    fleet = Fleet(_env(fast_env), tmp_path)
+    try:
+        fleet.start()
+        earlier = fleet.submit("journal", {"entries": 40})
+        fleet.wait_finished(earlier, timeout=120)
+        later = fleet.submit("countdown", {"steps": 1})
+        fleet.wait_finished(later)
+        tools = ToolRuntime(fleet.engine, builtin_registry(), run_id=later, seq=99)
+        out = tools.call("search_memory", {"query": "journal notes", "limit": 3})
+        assert out.ok, out.error
+        hits = out.result["results"]
+        assert hits and all(h["run_id"] == earlier and h["kind"] == "summary" for h in hits)
+        assert "journal notes" in hits[0]["text"]
+        mine = tools.call("search_memory", {"query": "journal notes", "this_run_only": True})
+        assert mine.ok and mine.result["results"] == []
+    finally:
+        fleet.close()

@@ -96,7 +96,7 @@ class Runtime:
                 fault_after_commit=self.settings.fault_after_commit,
             )
             self._runner = StepRunner(
-                self.engine, self.registry, policy, self.worker, self.publish, services=self.services(),
+                self.engine, self.registry, policy, self.worker, self.publish, services=self.services,
                 on_commit_failure=lambda claim: self._heartbeat and self._heartbeat.release_later(claim),
             )
         return self._runner

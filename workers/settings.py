@@ -187,6 +187,13 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis:// or amqp://")
         return v
 
+    @field_validator("artifacts_url")
+    @classmethod
+    def _check_artifacts_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("file://", "s3://")):
+            raise ValueError("must be file:///path or s3://bucket/prefix")
+        return v
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, v: str | None) -> str | None:

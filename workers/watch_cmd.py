@@ -30,9 +30,12 @@ def _emit(run_id: str, events: list[dict[str, Any]]) -> None:
     sys.stdout.flush()  # a pipe is block-buffered: a follower must see each line as it happens
 
 
-def _follow(engine, run_id: str, interval: float, on_update) -> WatchState:
-    """Poll until the run has ended and its last event was read; ``on_update(state, new_events)`` each time."""
+def _follow(engine, run_id: str, interval: float, on_update, progress=None) -> WatchState:
+    """Read until the run has ended and its last event was read; ``on_update(state, new_events)`` each
+    time. Between reads it waits on the run's progress stream in Redis (``progress``, a HotCache) so a
+    new step shows at once; Postgres stays the source of what is shown. Without Redis it polls."""
     state: WatchState | None = None
+    cursor = "$"
     while True:
         # The run row first: a terminal status is committed with the last event, so the events read
         # after it include that event, and the loop can end without missing one.
@@ -45,7 +48,23 @@ def _follow(engine, run_id: str, interval: float, on_update) -> WatchState:
         on_update(state, new)
         if state.finished:
             return state
-        time.sleep(interval)
+        if progress is None:
+            time.sleep(interval)
+            continue
+        asked = time.monotonic()
+        woke = progress.read_progress(run_id, cursor, block_ms=max(int(interval * 4000), 1))
+        if woke:
+            cursor = woke[-1][0]
+        elif time.monotonic() - asked < interval:  # Redis unavailable answers at once: poll instead
+            time.sleep(interval)
+
+
+def _progress(settings):
+    if not settings.redis_url:
+        return None
+    from checkpoint.hotcache import HotCache
+
+    return HotCache.from_url(settings.redis_url, settings.hot_ttl_seconds)
 
 
 def watch(
@@ -60,11 +79,13 @@ def watch(
 
     from workers.cli import _db_errors, ctx, err, fail, out  # lazily: workers.cli imports this module
 
+    progress = _progress(ctx.settings)
+
     @_db_errors
     def follow() -> WatchState:
         try:
             if json_:
-                return _follow(ctx.engine, run_id, interval, lambda state, new: _emit(run_id, new))
+                return _follow(ctx.engine, run_id, interval, lambda state, new: _emit(run_id, new), progress)
             first = runs.get(ctx.engine, run_id)
             if first["status"] in TERMINAL_STATUSES or not out.is_terminal:
                 # Nothing to follow (the summary at once), or no terminal to redraw: the view once, at the end.
@@ -72,7 +93,7 @@ def watch(
                 out.print(watch_view(state))
                 return state
             with Live(console=out, refresh_per_second=4) as live:
-                return _follow(ctx.engine, run_id, interval, lambda state, new: live.update(watch_view(state)))
+                return _follow(ctx.engine, run_id, interval, lambda state, new: live.update(watch_view(state)), progress)
         except RunNotFound as exc:
             fail(str(exc), 1)
 

@@ -7,7 +7,7 @@ from typing import Any
 from tasks.reasoning.base import Reasoner
 
 # The tools a research agent may call; the workflow itself calls publish_report and notify.
-AGENT_TOOLS = ("search_corpus", "read_document", "fetch_url", "save_note")
+AGENT_TOOLS = ("search_corpus", "read_document", "fetch_url", "save_note", "search_memory")
 
 
 def make_reasoner(settings: Any, tools: Any) -> Reasoner:
