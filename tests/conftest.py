@@ -66,6 +66,54 @@ def database_url(template_database: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def stdlib_corpus(template_database: str):
+    """A migrated database with the stdlib corpus, built once per session and never connected to
+    afterwards (so it can be cloned): (name, build stats)."""
+    from sqlalchemy import create_engine
+
+    from tools.corpus import build_stdlib
+
+    name = f"steplog_corpus_tpl_{os.getpid()}"
+    with _admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    engine = create_engine(_with_database(PG_URL, name))
+    stats = build_stdlib(engine)
+    engine.dispose()
+    yield name, stats
+    with _admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _clone(template: str, prefix: str) -> str:
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return name
+
+
+def _drop(name: str) -> None:
+    with _admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def shared_corpus_url(stdlib_corpus) -> Iterator[str]:
+    """One session database with the stdlib corpus, for tests that only read it."""
+    name = _clone(stdlib_corpus[0], "steplog_corpus_")
+    yield _with_database(PG_URL, name)
+    _drop(name)
+
+
+@pytest.fixture
+def corpus_database_url(stdlib_corpus) -> Iterator[str]:
+    """A fresh database of this test's own, migrated, with the stdlib corpus (a clone: fast)."""
+    name = _clone(stdlib_corpus[0], "steplog_t_")
+    yield _with_database(PG_URL, name)
+    _drop(name)
+
+
 # Unacked-message keys are per Redis database, so each test gets its own number (1..15).
 _redis_numbers = itertools.cycle(range(1, 16))
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from checkpoint import runs
 from workers.fleet import WorkerProc
@@ -34,6 +34,14 @@ def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.Comp
     return subprocess.run(
         [sys.executable, "-m", "workers", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
+
+
+def count_runs(env: dict[str, str]) -> int:
+    engine = create_engine(env["STEPLOG_DATABASE_URL"])
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM runs")).scalar_one()
+    engine.dispose()
+    return n
 
 
 def cli_json(env: dict[str, str], *args: str) -> Any:

@@ -5,17 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from sqlalchemy import create_engine, text
-
-from tests.harness import cli, cli_json
-
-
-def count_runs(env) -> int:
-    engine = create_engine(env["STEPLOG_DATABASE_URL"])
-    with engine.connect() as conn:
-        n = conn.execute(text("SELECT count(*) FROM runs")).scalar_one()
-    engine.dispose()
-    return n
+from tests.harness import cli, cli_json, count_runs
 
 
 def test_submit_show_runs_json_shapes(fleet):

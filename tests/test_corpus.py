@@ -3,15 +3,11 @@ searched with full-text search; users' files added; text helpers for the extract
 
 from __future__ import annotations
 
-import os
 import textwrap
-import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import make_url
 
 from tools.corpus import (
     CorpusKindMismatch,
@@ -30,41 +26,16 @@ from tools.corpus import (
 )
 from tools.corpus_build import harvest, stdlib_modules
 from tools.corpus_files import html_text, markdown_title
+from tests.stdlib_questions import QUESTIONS
 from tools.corpus_text import identifier_words, query_groups, split_passages, split_sentences
 
-PG_URL = os.environ.get("STEPLOG_DATABASE_URL", "postgresql+psycopg://postgres@localhost:5432/postgres")
-
-# The research agent's kind of question, and the module that answers it.
-QUESTIONS = [
-    ("how do I parse command-line options", "argparse"),
-    ("how to read a CSV file", "csv"),
-    ("how to run a subprocess with a timeout", "subprocess"),
-    ("how to compute a SHA-256 hash", "hashlib"),
-    ("how to serialize objects to JSON", "json"),
-    ("how to match a regular expression", "re"),
-    ("how to create a temporary directory", "tempfile"),
-    ("how to parse a date string", "datetime"),
-    ("how to compress a file with gzip", "gzip"),
-    ("how to make an HTTP request", "urllib.request"),
-]
-
-
-def _admin() -> psycopg.Connection:
-    return psycopg.connect(make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True)
-
-
 @pytest.fixture(scope="session")
-def stdlib_db(template_database: str) -> Iterator[tuple[Engine, object]]:
-    """A migrated database of this module's own with the stdlib corpus built once: (engine, stats)."""
-    name = f"steplog_corpus_{uuid.uuid4().hex[:10]}"
-    with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    engine = create_engine(make_url(PG_URL).set(database=name))
-    stats = build_stdlib(engine)
+def stdlib_db(stdlib_corpus, shared_corpus_url) -> Iterator[tuple[Engine, object]]:
+    """The session's stdlib corpus database: (engine, build stats)."""
+    stats = stdlib_corpus[1]
+    engine = create_engine(shared_corpus_url)
     yield engine, stats
     engine.dispose()
-    with _admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

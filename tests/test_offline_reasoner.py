@@ -8,59 +8,31 @@ the report, and keeps the saved notes the way the workflow's context shows them.
 
 from __future__ import annotations
 
-import os
 import re
 import statistics
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import make_url
 
 from tasks.reasoning.base import FinalReport, Observation, ResearchContext, ToolCall
 from tasks.reasoning.citations import PassageRef, parse_citation
 from tasks.reasoning.extract import GAP, answer_sentences
 from tasks.reasoning.offline import OfflineReasoner
 from tasks.reasoning.subqueries import subqueries
+from tests.stdlib_questions import QUESTIONS
 from tests.toolsupport import make_run
-from tools.corpus import build_stdlib, get_document, get_passage
+from tools.corpus import get_document, get_passage
 from tools.registry import builtin_registry
 from tools.runtime import ToolRuntime
 
-PG_URL = os.environ.get("STEPLOG_DATABASE_URL", "postgresql+psycopg://postgres@localhost:5432/postgres")
-
-QUESTIONS = [
-    ("how do I parse command-line options", "argparse"),
-    ("how to read a CSV file", "csv"),
-    ("how to run a subprocess with a timeout", "subprocess"),
-    ("how to compute a SHA-256 hash", "hashlib"),
-    ("how to serialize objects to JSON", "json"),
-    ("how to match a regular expression", "re"),
-    ("how to create a temporary directory", "tempfile"),
-    ("how to parse a date string", "datetime"),
-    ("how to compress a file with gzip", "gzip"),
-    ("how to make an HTTP request", "urllib.request"),
-]
-
-
-def _admin() -> psycopg.Connection:
-    return psycopg.connect(make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True)
-
-
 @pytest.fixture(scope="session")
-def corpus_engine(template_database: str) -> Iterator[Engine]:
-    """A migrated database of this module's own with the stdlib corpus built once."""
-    name = f"steplog_reasoner_{uuid.uuid4().hex[:10]}"
-    with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    engine = create_engine(make_url(PG_URL).set(database=name))
-    build_stdlib(engine)
+def corpus_engine(shared_corpus_url) -> Iterator[Engine]:
+    """The session's stdlib corpus database."""
+    engine = create_engine(shared_corpus_url)
     yield engine
     engine.dispose()
-    with _admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Driver:

@@ -5,28 +5,16 @@ from __future__ import annotations
 import signal
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from tests.fake_llm import tool_call
-from tests.harness import assert_contiguous, cli, cli_json, wait_for
-from tools.corpus import build_stdlib, get_passage
+from tests.harness import assert_contiguous, cli, cli_json, count_runs, wait_for
+from tools.corpus import get_passage
 
 
 @pytest.fixture
-def corpus_env(fast_env):
-    """The test database with the stdlib corpus built in it."""
-    engine = create_engine(fast_env["STEPLOG_DATABASE_URL"])
-    build_stdlib(engine)
-    engine.dispose()
-    return fast_env
-
-
-def count_runs(env) -> int:
-    engine = create_engine(env["STEPLOG_DATABASE_URL"])
-    with engine.connect() as conn:
-        n = conn.execute(text("SELECT count(*) FROM runs")).scalar_one()
-    engine.dispose()
-    return n
+def corpus_env(fast_env, corpus_database_url):
+    """The test's environment on a database of its own that already holds the stdlib corpus."""
+    return {**fast_env, "STEPLOG_DATABASE_URL": corpus_database_url}
 
 
 def test_bad_research_input_exits_2_and_writes_nothing(corpus_env):
