@@ -62,9 +62,10 @@ class Demo:
         self.phase(f"starting {self.n_workers} worker processes (logs in {self.log_dir})")
         for i in range(self.n_workers):
             self.procs.append(WorkerProc(self.env, f"demo{i + 1}", self.log_dir, host=socket.gethostname()))
-        for w in self.procs:
-            w.wait_ready(self.engine)
-            out.print(f"    {w.node} ready (pid {w.pid})")
+        with out.status("waiting for the workers to connect to Postgres and the broker"):
+            for w in self.procs:
+                w.wait_ready(self.engine)
+                out.print(f"    {w.node} ready (pid {w.pid})")
 
     def start_flower(self) -> None:
         port, password = _free_port(), secrets.token_urlsafe(12)
@@ -143,7 +144,8 @@ class Demo:
             self.phase("the stdlib corpus is built")
             return
         self.phase("building the research corpus from this Python's standard library (a few seconds, once)")
-        stats = build_stdlib(self.engine)
+        with out.status("reading module, class and function docstrings and indexing them"):
+            stats = build_stdlib(self.engine)
         out.print(f"    {stats.documents} documents, {stats.passages} passages")
 
     def stop(self) -> None:
