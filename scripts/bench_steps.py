@@ -43,7 +43,7 @@ def bare_chain(broker: str, runs: int, steps: int, log_dir: Path) -> float:
     cmd = [sys.executable, "-m", "celery", "-A", "scripts.bench_bare", "worker", "-P", "solo", "-c", "1",
            "--loglevel=WARNING", "--without-gossip", "--without-mingle", "-Q", "bare"]
     logs = [open(log_dir / f"bare{i}.log", "wb") for i in range(2)]
-    procs = [subprocess.Popen([*cmd, f"-n", f"bare{i}@bench"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    procs = [subprocess.Popen([*cmd, "-n", f"bare{i}@bench"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True) for i, log in enumerate(logs)]
     try:
         sys.path.insert(0, str(ROOT))

@@ -67,10 +67,9 @@ class BenchFleet:
         self.engine = create_engine(env["STEPLOG_DATABASE_URL"], pool_size=2)
         self.workers: list[WorkerProc] = []
         from workers.app import create_app
-        from workers.settings import Settings
+        from workers.settings import settings_from_env
 
-        fields = {k.removeprefix("STEPLOG_").lower(): v for k, v in env.items() if k.startswith("STEPLOG_")}
-        self.app = create_app(Settings(**fields))
+        self.app = create_app(settings_from_env(env))
 
     def start(self, n: int, *extra: str) -> None:
         for _ in range(n):
@@ -80,12 +79,7 @@ class BenchFleet:
             w.wait_ready(self.engine)
 
     def submit(self, workflow: str, data: dict) -> str:
-        from checkpoint.liveness import Dispatch
-
-        wf, data = self.app.steplog.registry.validate(workflow, data)
-        run_id = runs.create(self.engine, wf.name, data, wf.start(wf.input_model.model_validate(data)), submitted_by="bench")
-        self.app.steplog.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name))
-        return run_id
+        return self.app.steplog.submit(workflow, data, submitted_by="bench", precheck=False)
 
     def wait_all(self, run_ids: list[str], timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout

@@ -74,19 +74,14 @@ class Fleet:
     def app(self):
         if not hasattr(self, "_app"):
             from workers.app import create_app
-            from workers.settings import Settings
+            from workers.settings import settings_from_env
 
-            fields = {k.removeprefix("STEPLOG_").lower(): v for k, v in self.env.items() if k.startswith("STEPLOG_")}
-            self._app = create_app(Settings(**fields))
+            self._app = create_app(settings_from_env(self.env))
         return self._app
 
     def submit(self, workflow: str, input: dict[str, Any], *, publish: bool = True) -> str:
         """Create a run as `steplog submit` does (in-process, to keep tests quick)."""
-        wf, data = self.app.steplog.registry.validate(workflow, input)
-        run_id = runs.create(self.engine, wf.name, data, wf.start(wf.input_model.model_validate(data)), submitted_by="test")
-        if publish:
-            self.publish(run_id, runs.FIRST_STEP, workflow)
-        return run_id
+        return self.app.steplog.submit(workflow, input, submitted_by="test", precheck=False, publish=publish)
 
     def publish(self, run_id: str, seq: int, workflow: str = "countdown") -> None:
         from checkpoint.liveness import Dispatch

@@ -19,7 +19,6 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from checkpoint import runs
 from checkpoint.db import make_engine
-from checkpoint.liveness import Dispatch
 from checkpoint.runs import RunNotFound
 from tasks.workflow import WorkflowError
 from workers.chaos_cmd import chaos
@@ -157,14 +156,10 @@ def submit(
         fail(f"--input is not valid JSON: {exc}", 2)
     if not isinstance(raw, dict):
         fail(f"--input must be a JSON object, got {type(raw).__name__}", 2)
-    registry = ctx.celery.steplog.registry
     try:
-        wf, data = registry.validate(workflow, raw, engine=ctx.engine)
-        state = wf.start(wf.input_model.model_validate(data))
+        run_id = ctx.celery.steplog.submit(workflow, raw, submitted_by=_operator())
     except WorkflowError as exc:
         fail(str(exc), 2)
-    run_id = runs.create(ctx.engine, wf.name, data, state, submitted_by=_operator())
-    ctx.celery.steplog.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name))
     print_json({"run_id": run_id}) if as_json else out.print(run_id)
 
 

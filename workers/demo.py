@@ -20,7 +20,6 @@ import typer
 from rich.console import Console
 
 from checkpoint import runs
-from checkpoint.liveness import Dispatch
 from workers.fleet import ROOT, WorkerProc
 
 out = Console(soft_wrap=True)
@@ -78,10 +77,7 @@ class Demo:
         self.phase(f"Flower on http://127.0.0.1:{port}/tasks  user steplog  password {password}  (shown once)")
 
     def submit(self, workflow: str, data: dict[str, Any]) -> str:
-        registry = self.ctx.celery.steplog.registry
-        wf, data = registry.validate(workflow, data)
-        run_id = runs.create(self.engine, wf.name, data, wf.start(wf.input_model.model_validate(data)), submitted_by="demo")
-        self.ctx.celery.steplog.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name))
+        run_id = self.ctx.celery.steplog.submit(workflow, data, submitted_by="demo")
         self.phase(f"submitted {workflow} run {run_id}")
         return run_id
 

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from checkpoint import runs
-from checkpoint.liveness import Dispatch
 from checkpoint.runs import RunNotFound
 from tasks.workflow import WorkflowError
 
@@ -25,15 +24,13 @@ def research(
     as_json: Annotated[bool, typer.Option("--json", help="Print {\"run_id\": ...} (and the result with --wait).")] = False,
 ) -> None:
     """Submit a research job: a question in, a cited Markdown report out."""
-    from workers.cli import ctx, fail, out, print_json
+    from workers.cli import _operator, ctx, fail, out, print_json
 
     data = {"question": question, "max_steps": max_steps, "corpus": corpus, "notify_url": notify_url}
     try:
-        wf, data = ctx.celery.steplog.registry.validate("research", data, engine=ctx.engine)
+        run_id = ctx.celery.steplog.submit("research", data, submitted_by=_operator())
     except WorkflowError as exc:
         fail(str(exc), 2)
-    run_id = runs.create(ctx.engine, wf.name, data, wf.start(wf.input_model.model_validate(data)), submitted_by="cli")
-    ctx.celery.steplog.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name))
     if not wait:
         print_json({"run_id": run_id}) if as_json else out.print(run_id)
         return

@@ -12,11 +12,12 @@ import os
 import secrets
 import socket
 import threading
+from typing import Any
 
 from celery import Celery
 from sqlalchemy import Engine
 
-from checkpoint import liveness
+from checkpoint import liveness, runs
 from checkpoint.db import after_fork, make_engine
 from checkpoint.liveness import Dispatch
 from checkpoint.steps import Worker
@@ -143,6 +144,19 @@ class Runtime:
         if self._events is None:
             self._events = self.app.events.Dispatcher(self.app.connection_for_write(), hostname=self.node_name)
         self._events.send(type_, retry=False, **fields)
+
+    # -- submitting a run ---------------------------------------------------------------------------
+
+    def submit(self, workflow: str, raw: Any, *, submitted_by: str, precheck: bool = True, publish: bool = True) -> str:
+        """Validate ``raw`` for ``workflow`` (and run its precheck), write the run with its first
+        checkpoint and dispatch, and publish the first step. Raises WorkflowError naming the problem;
+        then nothing is written."""
+        wf, data = self.registry.validate(workflow, raw, engine=self.engine if precheck else None)
+        state = wf.start(wf.input_model.model_validate(data))
+        run_id = runs.create(self.engine, wf.name, data, state, submitted_by=submitted_by)
+        if publish:
+            self.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name))
+        return run_id
 
     # -- dispatch -----------------------------------------------------------------------------------
 

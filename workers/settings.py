@@ -255,6 +255,12 @@ class Settings(BaseSettings):
         return self.visibility_timeout or self.step_time_limit * 2 + 60
 
 
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """Settings from an environment given as a dict (a worker subprocess's), not os.environ."""
+    fields = {k.removeprefix("STEPLOG_").lower(): v for k, v in env.items() if k.startswith("STEPLOG_")}
+    return Settings(**fields)
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the environment; raise :class:`SettingsError` naming each bad variable."""
     try:
