@@ -114,6 +114,24 @@ def corpus_database_url(stdlib_corpus) -> Iterator[str]:
     _drop(name)
 
 
+@pytest.fixture
+def engine(database_url: str):
+    """A SQLAlchemy engine on this test's database."""
+    from sqlalchemy import create_engine
+
+    eng = create_engine(database_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def run_id(engine) -> str:
+    """A run row to hang tool-ledger rows on."""
+    from tests.toolsupport import make_run
+
+    return make_run(engine, f"run-{uuid.uuid4().hex[:8]}")
+
+
 # Unacked-message keys are per Redis database, so each test gets its own number (1..15).
 _redis_numbers = itertools.cycle(range(1, 16))
 

@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import json
-import uuid
 
-import pytest
 from rich.console import Console
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from tools.audit import ledger_rows, render_table
 from tools.registry import builtin_registry
 from tools.runtime import ToolRuntime
-from tests.toolsupport import make_run
 
-
-@pytest.fixture
-def engine(database_url):
-    eng = create_engine(database_url)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def run_id(engine):
-    return make_run(engine, f"run-{uuid.uuid4().hex[:8]}")
 
 
 def step(engine, run_id, seq, calls):

@@ -38,11 +38,6 @@ def stdlib_db(stdlib_corpus, shared_corpus_url) -> Iterator[tuple[Engine, object
     engine.dispose()
 
 
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = create_engine(database_url)
-    yield eng
-    eng.dispose()
 
 
 # --- the built-in corpus ------------------------------------------------------------------------

@@ -7,14 +7,14 @@ import uuid
 
 import pytest
 from pydantic import BaseModel
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from tools.config import ToolConfig
 from tools.declaration import Effect, ToolContext, tool
 from tools.errors import TransientToolError
 from tools.registry import Registry, builtin_registry
 from tools.runtime import ToolRuntime
-from tests.toolsupport import LocalHTTPServer, make_run
+from tests.toolsupport import LocalHTTPServer
 
 FAST = dict(retry_base_seconds=0.001, retry_max_wait=0.01)
 
@@ -43,16 +43,8 @@ def counting_tool(name: str, effect: Effect, *, dedupes: bool = False, fail_with
     return fn, calls
 
 
-@pytest.fixture
-def engine(database_url):
-    eng = create_engine(database_url)
-    yield eng
-    eng.dispose()
 
 
-@pytest.fixture
-def run_id(engine):
-    return make_run(engine, f"run-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture
