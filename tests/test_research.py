@@ -56,6 +56,9 @@ def test_offline_research_run_cites_the_module_through_real_workers(corpus_env, 
         kinds = [e["payload"].get("kind") for e in events[1:]]
         assert kinds[0] == "reason" and kinds[1] == "tool"  # one reasoning step, then one tool step
         assert {e["worker"] for e in events[1:]} == {"w1@test", "w2@test"}
+        waited = cli(env, "research", "how to read a CSV file", "--wait")  # follows, then prints the report
+        assert waited.returncode == 0, waited.stderr
+        assert "step   2 step       search_corpus" in waited.stdout and "[csv" in waited.stdout
         printed = cli(corpus_env, "report", run_id)
         assert printed.returncode == 0 and "[subprocess" in printed.stdout
         tools = {row["tool"] for row in cli_json(corpus_env, "tools", run_id, "--json")}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -36,7 +35,7 @@ def research(
         return
     if not as_json:
         out.print(f"run {run_id}: following (Ctrl-C stops following, not the run)")
-    run = _follow(ctx.engine, run_id, quiet=as_json)
+    run = _follow(ctx, run_id, quiet=as_json)
     if as_json:
         print_json({"run_id": run_id, "status": run["status"], "result": run["result"], "error": run["error"]})
     elif run["status"] == "succeeded":
@@ -46,22 +45,20 @@ def research(
     raise typer.Exit(0 if run["status"] == "succeeded" else 1)
 
 
-def _follow(engine, run_id: str, *, quiet: bool) -> dict:
+def _follow(ctx, run_id: str, *, quiet: bool) -> dict:
+    """Follow the run with `steplog watch`'s loop (Redis doorbell, Postgres as the source), printing
+    one line per step unless ``quiet``; returns the finished run."""
     from workers.cli import out
+    from workers.watch_cmd import _follow as follow, _progress
 
-    seen = 0
-    while True:
-        for e in runs.events(engine, run_id, after=seen):
-            seen = e["seq"]
+    def print_steps(state, new) -> None:
+        for e in () if quiet else new:
             p = e["payload"]
             what = p.get("tool") or (p.get("decision") or {}).get("tool") or p.get("kind") or ""
-            if not quiet:
-                out.print(f"  step {e['seq']:>3} {e['type']:<10} {what:<16} {e['worker'] or ''} attempt {e['attempt']}",
-                          highlight=False)
-        run = runs.get(engine, run_id)
-        if run["status"] in ("succeeded", "failed", "cancelled"):
-            return run
-        time.sleep(0.2)
+            out.print(f"  step {e['seq']:>3} {e['type']:<10} {what:<16} {e['worker'] or ''} attempt {e['attempt']}",
+                      highlight=False)
+
+    return follow(ctx.engine, run_id, 0.2, print_steps, _progress(ctx.settings)).run
 
 
 def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
