@@ -180,6 +180,7 @@ class StepRunner:
             return self._attempt_failed(claim, me, err)
 
         try:
+            label = wf.describe(kwargs["state"]) if wf.describe else None  # from the state, not its pointer
             kwargs["state"] = self._offload(kwargs["state"])
             kwargs["payload"] = self._offload(kwargs["payload"])
             status = steps.commit(self.engine, claim, me, step_ms=step_ms, **kwargs)
@@ -207,7 +208,6 @@ class StepRunner:
         if self.policy.fault_after_commit:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: die between commit and publish
         if status == "running":
-            label = wf.describe(kwargs["state"]) if wf.describe else None
             self.publish(Dispatch(claim.run_id, claim.seq + 1, wf.name), label)
         return status
 
