@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,15 @@ from checkpoint.queries import load
 from tools.errors import LedgerError
 
 Q = load(Path(__file__).with_name("ledger.sql"))
+
+
+@contextmanager
+def _ledger(what: str) -> Iterator[None]:
+    """Postgres errors in here become a LedgerError saying what the ledger was doing."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise LedgerError(f"{what}: {exc}") from exc
 
 
 def _json(value: Any) -> str | None:
@@ -55,21 +66,17 @@ def begin_call(
         key=key, run_id=run_id, seq=seq, tool=tool, version=version, input_hash=input_hash,
         input=dumps(input), worker=worker, owner=owner, refire=refire, unknown_error=dumps(unknown_error),
     )
-    try:
+    with _ledger(f"cannot start tool call {tool} ({key[:12]})"):
         with engine.begin() as conn:
             row = conn.execute(Q["begin_call"], params).one()
-    except SQLAlchemyError as exc:
-        raise LedgerError(f"cannot start tool call {tool} ({key[:12]}): {exc}") from exc
     return LedgerEntry(row.status, row.attempts, row.result, row.result_artifact, row.error)
 
 
 def bump_attempt(engine: Engine, key: str) -> int:
     """Count one more execution of the call (a retry inside the step); returns the new count."""
-    try:
+    with _ledger(f"cannot count an attempt of tool call {key[:12]}"):
         with engine.begin() as conn:
             return conn.execute(Q["bump_attempt"], dict(key=key)).scalar_one()
-    except SQLAlchemyError as exc:
-        raise LedgerError(f"cannot count an attempt of tool call {key[:12]}: {exc}") from exc
 
 
 def finish_call(
@@ -85,18 +92,14 @@ def finish_call(
     params = dict(
         key=key, status=status, result=_json(result), result_artifact=_json(result_artifact), error=_json(error)
     )
-    try:
+    with _ledger(f"cannot record tool call {key[:12]}"):
         conn.execute(Q["finish_call"], params)
-    except SQLAlchemyError as exc:
-        raise LedgerError(f"cannot record tool call {key[:12]}: {exc}") from exc
 
 
 def count_replay(conn: Connection, key: str) -> None:
     """Count a replay answered from the step's memory, on the caller's connection."""
-    try:
+    with _ledger(f"cannot count a replay of tool call {key[:12]}"):
         conn.execute(Q["count_replay"], dict(key=key))
-    except SQLAlchemyError as exc:
-        raise LedgerError(f"cannot count a replay of tool call {key[:12]}: {exc}") from exc
 
 
 def record_rejected(
@@ -118,7 +121,5 @@ def record_rejected(
         key=key, run_id=run_id, seq=seq, tool=tool, version=version, input_hash=input_hash,
         input=dumps(input), error=dumps(error), worker=worker, owner=owner,
     )
-    try:
+    with _ledger(f"cannot record refused tool call {tool}"):
         conn.execute(Q["record_rejected"], params)
-    except SQLAlchemyError as exc:
-        raise LedgerError(f"cannot record refused tool call {tool}: {exc}") from exc
