@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 import redis
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,14 +82,17 @@ class BenchFleet:
         return self.app.steplog.submit(workflow, data, submitted_by="bench", precheck=False)
 
     def wait_all(self, run_ids: list[str], timeout: float = 600) -> None:
+        # One query per poll for all runs: the measuring process must not load the Postgres it measures.
         deadline = time.monotonic() + timeout
-        pending = set(run_ids)
-        while pending:
-            pending = {r for r in pending if runs.get(self.engine, r)["status"] not in ("succeeded", "failed", "cancelled")}
-            if pending and time.monotonic() > deadline:
-                raise TimeoutError(f"{len(pending)} runs unfinished after {timeout}s")
-            if pending:
-                time.sleep(0.02)
+        count = text("SELECT count(*) FROM runs WHERE run_id = ANY(:ids) AND status NOT IN ('succeeded', 'failed', 'cancelled')")
+        while True:
+            with self.engine.connect() as conn:
+                pending = conn.execute(count, {"ids": list(run_ids)}).scalar_one()
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{pending} runs unfinished after {timeout}s")
+            time.sleep(0.02)
 
     def close(self) -> None:
         for w in self.workers:
