@@ -12,11 +12,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from checkpoint.db import autocommit, soft
+from checkpoint.db import autocommit, one, soft
 from checkpoint.jsonutil import dumps
-from checkpoint.queries import queries
+from checkpoint.queries import driver_queries, queries
 
 Q = queries()
+D = driver_queries()  # the hot path's two statements run at the driver level (checkpoint.db.one)
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,11 @@ def claim(engine: Engine, run_id: str, seq: int, worker: Worker, *, deadline: fl
         run_id=run_id, seq=seq, owner=worker.owner, worker=worker.name, pid=worker.pid,
         deadline=deadline, lease_seconds=lease_seconds,
     )
-    with soft(engine).connect() as conn:
-        row = conn.execute(Q["claim_step"], params).one_or_none()
+    row = one(soft(engine), D["claim_step"], params)
     if row is None:
         return None
-    return Claim(run_id, seq, row.attempt, row.workflow, row.input, row.state)
+    workflow, input_, attempt, state = row
+    return Claim(run_id, seq, attempt, workflow, input_, state)
 
 
 def position(engine: Engine, run_id: str, *, lease_seconds: float) -> Position | None:
@@ -94,9 +95,8 @@ def commit(
         step_ms=step_ms,
     )
     if not extra_writes:
-        with autocommit(engine).connect() as conn:
-            row = conn.execute(Q["commit_step"], params).one_or_none()
-        return None if row is None else row.status
+        row = one(autocommit(engine), D["commit_step"], params)
+        return None if row is None else row[0]
     with engine.begin() as conn:
         row = conn.execute(Q["commit_step"], params).one_or_none()
         if row is None:

@@ -82,7 +82,8 @@ def test_faults_and_a_kill_do_not_change_the_report(corpus_env, tmp_path):
     finally:
         calm.close()
 
-    stormy_env = {**corpus_env, "STEPLOG_TOOL_FAULT_RATE": "0.2"}
+    # 8 retries: a call whose 9 executions all fail (p = 0.2**9) would legitimately change the report.
+    stormy_env = {**corpus_env, "STEPLOG_TOOL_FAULT_RATE": "0.2", "STEPLOG_TOOL_RETRIES": "8"}
     storm = Fleet(stormy_env, tmp_path / "storm")
     try:
         victim = storm.start()

@@ -6,6 +6,7 @@ from typing import Any
 
 from kombu import Queue
 
+from workers import redis_transport
 from workers.settings import Settings
 
 # Steps taken over from a dead worker, or re-sent after a lost message, jump the queue: a run
@@ -52,6 +53,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
     )
+    if (settings.broker_url or "").startswith("redis://"):
+        # kombu's Redis transport, reusing one client per channel (see workers/redis_transport.py).
+        config["broker_transport"] = redis_transport.TRANSPORT
     if settings.broker_is_redis:
         config["broker_transport_options"] = {
             # Backstop only (Postgres leases decide in seconds); longer than any step, so a running

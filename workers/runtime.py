@@ -51,6 +51,8 @@ class Runtime:
         self._sweeper: Sweeper | None = None
         self._runner: StepRunner | None = None
         self._events = None
+        self._consumer: Any = None
+        self._consumer_thread: tuple[int, int] | None = None
 
     # -- per-process state, rebuilt in a forked child ----------------------------------------------
 
@@ -137,9 +139,22 @@ class Runtime:
             if thread is not None:
                 thread.stopping.set()
 
+    def attach_consumer(self, consumer: Any) -> None:
+        """The worker's consumer (from ``worker_ready``), whose event dispatcher buffers task events."""
+        self._consumer = consumer
+        self._consumer_thread = (os.getpid(), threading.get_ident())
+
     def send_event(self, type_: str, **fields) -> None:
-        """A Flower event from the task thread, through one dispatcher per process (Task.send_event
-        builds a dispatcher and checks out a producer on every call)."""
+        """A Flower event from the task thread. In the consumer's own thread (the solo pool) it joins
+        the worker's buffered task events, which leave as one message per event-loop turn together
+        with the step's received/started/succeeded; elsewhere (a prefork child) it goes through one
+        dispatcher per process (Task.send_event builds a dispatcher on every call)."""
+        consumer = self._consumer
+        if consumer is not None and self._consumer_thread == (os.getpid(), threading.get_ident()):
+            dispatcher = consumer.event_dispatcher
+            if dispatcher is not None and dispatcher.enabled:
+                dispatcher.send(type_, **fields)
+                return
         self._check_pid()
         if self._events is None:
             self._events = self.app.events.Dispatcher(self.app.connection_for_write(), hostname=self.node_name)

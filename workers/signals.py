@@ -16,6 +16,8 @@ def connect(runtime: Runtime) -> None:
 
     @signals.worker_ready.connect(weak=False)
     def _ready(sender=None, **_):
+        if getattr(sender, "app", None) is runtime.app:
+            runtime.attach_consumer(sender)
         runtime.worker()  # alive before the first step arrives
         runtime.start_sweeper()
 

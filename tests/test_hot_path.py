@@ -1,0 +1,171 @@
+"""The step's hot path below the engine: driver-level SQL, the Redis transport, batched Flower events.
+
+Each exists for speed (scripts/bench_steps.py); these tests hold them to the behaviour the slower,
+stock path had: the same errors, the same messages after a dropped connection, the same events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+import redis
+import sqlalchemy.exc
+from sqlalchemy import text
+
+from checkpoint.db import autocommit, one, soft
+from tests.harness import wait_for
+
+# -- checkpoint.db.one: SQLAlchemy's pool and errors, the driver's execute ---------------------------
+
+
+def _backend_pid(pool) -> int:
+    return one(pool, "SELECT pg_backend_pid()", {})[0]
+
+
+def test_one_returns_the_first_row_or_none(engine):
+    assert one(autocommit(engine), "SELECT %(a)s::int + 1, 'x'", {"a": 41}) == (42, "x")
+    assert one(autocommit(engine), "SELECT 1 WHERE false", {}) is None
+
+
+def test_one_commits_each_statement_at_once(engine):
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t_one (k int PRIMARY KEY)"))
+    one(autocommit(engine), "INSERT INTO t_one VALUES (%(k)s) RETURNING k", {"k": 1})
+    one(soft(engine), "INSERT INTO t_one VALUES (%(k)s) RETURNING k", {"k": 2})
+    with engine.connect() as other:  # another session sees both: nothing waits for a COMMIT
+        assert other.execute(text("SELECT array_agg(k ORDER BY k) FROM t_one")).scalar_one() == [1, 2]
+
+
+def test_one_raises_sqlalchemy_errors_and_keeps_a_healthy_connection(engine):
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t_dup (k int PRIMARY KEY)"))
+    pool = autocommit(engine)
+    pid = _backend_pid(pool)
+    one(pool, "INSERT INTO t_dup VALUES (1) RETURNING k", {})
+    with pytest.raises(sqlalchemy.exc.IntegrityError) as caught:
+        one(pool, "INSERT INTO t_dup VALUES (1) RETURNING k", {})
+    assert not caught.value.connection_invalidated
+    assert _backend_pid(pool) == pid  # a statement error does not cost the connection
+
+
+def test_one_invalidates_a_connection_the_server_closed(engine):
+    pool = autocommit(engine)
+    pid = _backend_pid(pool)
+    with engine.connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    wait_for(lambda: not engine.connect().execute(
+        text("SELECT 1 FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}).first(), what="backend gone")
+    # The caller sees the class it handles (the step task retries OperationalError) ...
+    with pytest.raises(sqlalchemy.exc.OperationalError) as caught:
+        one(pool, "SELECT 1", {})
+    assert caught.value.connection_invalidated
+    # ... and the dead connection is not handed out again.
+    assert _backend_pid(pool) != pid
+
+
+# -- the Redis transport: one client per channel, still the stock protocol ---------------------------
+
+
+def _queue_size(app, queue: str) -> int:
+    with app.connection_for_read() as conn:
+        return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+
+
+def test_steps_are_published_through_steplog_redis_transport_and_survive_a_dropped_connection(steplog_env):
+    from checkpoint.liveness import Dispatch
+    from workers import redis_transport
+    from workers.app import create_app
+    from workers.settings import settings_from_env
+
+    app = create_app(settings_from_env(steplog_env))
+    with app.connection_for_write() as conn:
+        assert isinstance(conn.transport, redis_transport.Transport)
+    runtime = app.steplog
+    assert runtime.publish(Dispatch("r1", 2, "countdown"))
+
+    # Drop every connection to this test's Redis database, the cached client's included.
+    db = int(steplog_env["STEPLOG_BROKER_URL"].rsplit("/", 1)[1])
+    admin = redis.Redis.from_url(steplog_env["STEPLOG_BROKER_URL"])
+    killed = [c["id"] for c in admin.client_list() if int(c["db"]) == db and c["id"] != str(admin.client_id())]
+    assert killed
+    for client_id in killed:
+        admin.client_kill_filter(_id=client_id)
+
+    assert runtime.publish(Dispatch("r1", 3, "countdown"))
+    assert _queue_size(app, runtime.settings.queue) == 2
+    app.close()
+
+
+def test_amqp_brokers_keep_kombu_own_transport():
+    from workers.celeryconfig import celery_config
+    from workers.settings import Settings
+
+    settings = Settings(broker_url="amqp://guest:guest@localhost:5672//", database_url="postgresql+psycopg://x@y/z")
+    assert "broker_transport" not in celery_config(settings)
+
+
+# -- Flower's view of a step: the task-progress event joins the worker's buffered task events ---------
+
+
+class EventLog:
+    """Every Celery event on the broker, captured by a real event receiver in a thread."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.events: dict[str, list[dict]] = defaultdict(list)
+        self.seen_probe = threading.Event()
+        self._receiver = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _on_event(self, event: dict) -> None:
+        if event.get("type") == "worker-probe":
+            self.seen_probe.set()
+        elif "uuid" in event:
+            self.events[event["uuid"]].append(event)
+
+    def _run(self) -> None:
+        with self.app.connection_for_read() as conn:
+            self._receiver = self.app.events.Receiver(conn, handlers={"*": self._on_event})
+            self._receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def __enter__(self) -> EventLog:
+        self._thread.start()
+        # Events are fanned out, not stored: send probes until the receiver is surely listening.
+        with self.app.connection_for_write() as conn:
+            dispatcher = self.app.events.Dispatcher(conn, hostname="probe@test")
+            deadline = time.monotonic() + 30
+            while not self.seen_probe.wait(0.1):
+                assert time.monotonic() < deadline, "the event receiver never started"
+                dispatcher.send("worker-probe")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._receiver is not None:
+            self._receiver.should_stop = True
+        self._thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+def test_flower_receives_each_steps_events_with_its_progress(fleet, pool):
+    extra = ("--concurrency=1",) if pool == "solo" else ("--concurrency=2", "--pool=prefork")
+    w = fleet.start(*extra)
+    with EventLog(fleet.app) as log:
+        run_id = fleet.submit("countdown", {"steps": 3, "sleep": 0})
+        assert fleet.wait_finished(run_id)["status"] == "succeeded"
+        ids = [f"{run_id}:{seq}" for seq in (2, 3, 4)]
+        wait_for(lambda: all(any(e["type"] == "task-succeeded" for e in log.events[i]) for i in ids),
+                 timeout=30, what="every step's task-succeeded event")
+    for seq, task_id in zip((2, 3, 4), ids, strict=True):
+        kinds = [e["type"] for e in log.events[task_id]]
+        assert sorted(kinds) == sorted(["task-sent", "task-received", "task-started", "task-progress", "task-succeeded"])
+        if pool == "solo":  # one process sends them all, in this order (a prefork child sends progress itself)
+            worker_side = [k for k in kinds if k != "task-sent"]
+            assert worker_side == ["task-received", "task-started", "task-progress", "task-succeeded"], kinds
+        by_type = {e["type"]: e for e in log.events[task_id]}
+        progress = by_type["task-progress"]
+        assert (progress["run_id"], progress["seq"], progress["hostname"]) == (run_id, seq, w.node)
+        assert progress["kind"] == ("succeeded" if seq == 4 else "running")
+        assert by_type["task-received"]["name"].startswith(f"countdown #{seq}")
