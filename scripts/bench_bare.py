@@ -1,6 +1,8 @@
 """The ceiling: a bare Celery hop chain, same broker and durability settings, no Postgres.
 
-Run as `celery -A scripts.bench_bare worker`; BENCH_BROKER_URL names the broker.
+Run as `celery -A scripts.bench_bare worker`; BENCH_BROKER_URL names the broker. With
+BENCH_STEPLOG_TRANSPORT=1 it uses steplog's Redis transport (workers/redis_transport.py) instead of
+kombu's stock one: the ceiling at equal transport cost.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ app.conf.update(
     task_reject_on_worker_lost=True, worker_prefetch_multiplier=1, task_default_queue="bare",
     worker_send_task_events=True, task_send_sent_event=True,
 )
+if os.environ.get("BENCH_STEPLOG_TRANSPORT") == "1":
+    app.conf.broker_transport = "workers.redis_transport:Transport"
 _done = redis.Redis.from_url(BROKER)
 
 

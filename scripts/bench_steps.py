@@ -1,7 +1,9 @@
 """Durable steps per second against a bare Celery chain and DBOS, on the same Postgres and Redis.
 
 (a) 40 concurrent `countdown` runs x 50 steps (sleep 0) on 2 `steplog worker` processes, -c 1 each
-(b) a bare Celery hop chain of the same shape on 2 workers: the ceiling for any broker-hopping design
+(b) a bare Celery hop chain of the same shape on 2 workers, stock Celery and kombu: what a plain
+    Celery chain gets, the ceiling for a broker-hopping design on the stock stack
+(b') the same chain on steplog's Redis transport (one client per channel): the ceiling at equal transport cost
 (c) DBOS 40 x 50 no-op step workflows on the same Postgres (needs the `bench` extra)
 (d) ms per step of one sequential 200-step run, median of 3
 
@@ -38,7 +40,19 @@ def sequential_ms(fleet: BenchFleet, steps: int) -> float:
     return (time.perf_counter() - started) * 1000 / steps
 
 
-def bare_chain(broker: str, runs: int, steps: int, log_dir: Path) -> float:
+def bare_chain(broker: str, runs: int, steps: int, log_dir: Path, *, steplog_transport: bool = False) -> float:
+    """Runs in a subprocess of its own, so that the transport choice is made at import."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--bare-only", broker, str(runs), str(steps), str(log_dir)],
+        env={**os.environ, "BENCH_STEPLOG_TRANSPORT": "1" if steplog_transport else "0"},
+        capture_output=True, text=True, timeout=600,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"bare chain failed: {out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _bare_chain(broker: str, runs: int, steps: int, log_dir: Path) -> float:
     env = {**os.environ, "BENCH_BROKER_URL": broker, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "celery", "-A", "scripts.bench_bare", "worker", "-P", "solo", "-c", "1",
            "--loglevel=WARNING", "--without-gossip", "--without-mingle", "-Q", "bare"]
@@ -88,6 +102,10 @@ def dbos_rate(server_url: str, runs: int, steps: int) -> float | None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--bare-only"]:
+        broker, runs, steps, log_dir = sys.argv[2:6]
+        print(_bare_chain(broker, int(runs), int(steps), Path(log_dir)))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--steps", type=int, default=50)
@@ -109,12 +127,16 @@ def main() -> None:
         finally:
             fleet.close()
     b = median([bare_chain(scratch_redis(settings.broker_url, 15), args.runs, args.steps, log_dir) for _ in range(args.repeats)])
+    redis_broker = settings.broker_url.startswith("redis://")
+    b2 = median([bare_chain(scratch_redis(settings.broker_url, 15), args.runs, args.steps, log_dir, steplog_transport=True)
+                 for _ in range(args.repeats)]) if redis_broker else None
     c = dbos_rate(settings.database_url, args.runs, args.steps)
 
     shape = f"{args.runs} runs x {args.steps} steps, 2 workers -c 1"
     rows = [
         ("(a) steplog durable steps", f"{a:8.1f} steps/s", shape),
-        ("(b) bare Celery hop chain", f"{b:8.1f} steps/s", shape + ", no Postgres"),
+        ("(b) bare Celery hop chain", f"{b:8.1f} steps/s", shape + ", no Postgres, stock kombu"),
+        ("(b') same, steplog transport", f"{b2:8.1f} steps/s" if b2 else "   n/a", "one Redis client per channel"),
         ("(c) DBOS no-op steps", f"{c:8.1f} steps/s" if c else "   skipped", f"{args.runs} x {args.steps}, one process"),
         ("(d) sequential latency", f"{d:8.2f} ms/step", f"one {args.seq_steps}-step run, median of {args.repeats}"),
     ]
@@ -124,6 +146,8 @@ def main() -> None:
         print(f"{name:28} {fig:>16}   {note}")
     print()
     print(f"a/b = {a / b:.2f}   (target >= 0.6)")
+    if b2:
+        print(f"a/b' = {a / b2:.2f}  (durability's cost at equal transport; no target)")
     print(f"a/c = {a / c:.2f}   (target >= 1.3)" if c else "a/c = n/a")
     print(f"d   = {d:.2f} ms  (target <= 8)")
 

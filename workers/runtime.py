@@ -37,6 +37,16 @@ def step_task_id(run_id: str, seq: int) -> str:
     return f"{run_id}:{seq}"
 
 
+class _BufferedPublish:
+    """Celery's ``EventDispatcher.publish`` signature, onto a buffering dispatcher's ``send``."""
+
+    def __init__(self, dispatcher: Any) -> None:
+        self.dispatcher = dispatcher
+
+    def publish(self, type_: str, fields: dict[str, Any], producer: Any = None, **_: Any) -> None:
+        self.dispatcher.send(type_, **fields)
+
+
 class Runtime:
     def __init__(self, settings: Settings, app: Celery) -> None:
         self.settings = settings
@@ -144,17 +154,24 @@ class Runtime:
         self._consumer = consumer
         self._consumer_thread = (os.getpid(), threading.get_ident())
 
-    def send_event(self, type_: str, **fields) -> None:
-        """A Flower event from the task thread. In the consumer's own thread (the solo pool) it joins
-        the worker's buffered task events, which leave as one message per event-loop turn together
-        with the step's received/started/succeeded; elsewhere (a prefork child) it goes through one
-        dispatcher per process (Task.send_event builds a dispatcher on every call)."""
+    def _buffered_events(self) -> Any:
+        """The consumer's event dispatcher when called from the consumer's own thread (the solo pool),
+        else None. It buffers task events and sends them as one message per event-loop turn, so a
+        step's sent/received/started/progress/succeeded events cost one publish, not five."""
         consumer = self._consumer
-        if consumer is not None and self._consumer_thread == (os.getpid(), threading.get_ident()):
-            dispatcher = consumer.event_dispatcher
-            if dispatcher is not None and dispatcher.enabled:
-                dispatcher.send(type_, **fields)
-                return
+        if consumer is None or self._consumer_thread != (os.getpid(), threading.get_ident()):
+            return None
+        dispatcher = consumer.event_dispatcher
+        return dispatcher if dispatcher is not None and dispatcher.enabled else None
+
+    def send_event(self, type_: str, **fields) -> None:
+        """A Flower event from the task thread: buffered with the step's own events where possible;
+        elsewhere (a prefork child) through one dispatcher per process (Task.send_event builds a
+        dispatcher on every call)."""
+        buffered = self._buffered_events()
+        if buffered is not None:
+            buffered.send(type_, **fields)
+            return
         self._check_pid()
         if self._events is None:
             self._events = self.app.events.Dispatcher(self.app.connection_for_write(), hostname=self.node_name)
@@ -175,6 +192,12 @@ class Runtime:
 
     # -- dispatch -----------------------------------------------------------------------------------
 
+    def _sent_event_route(self) -> dict[str, Any]:
+        """Inside a step (solo pool), Celery's task-sent event for the next step joins the buffered
+        events of the current one (send_task_message calls ``event_dispatcher.publish``)."""
+        buffered = self._buffered_events()
+        return {} if buffered is None else {"event_dispatcher": _BufferedPublish(buffered)}
+
     def publish(self, dispatch: Dispatch, label: str | None = None, *, urgent: bool = False) -> bool:
         """Send a step to the broker. A failure is logged, not raised: the outbox row stays and the
         sweeper publishes it again. ``urgent`` (recoveries) puts it ahead of ordinary steps."""
@@ -185,15 +208,16 @@ class Runtime:
                 args=[dispatch.run_id, dispatch.seq],
                 task_id=step_task_id(dispatch.run_id, dispatch.seq),
                 # The anonymous exchange routes by queue name alone: with Redis it needs none of the
-                # binding keys a FLUSHALL erases; the declare makes RabbitMQ keep a step sent before
-                # any worker has declared the queue.
+                # binding keys a FLUSHALL erases (nor a declare: the push creates the list); the
+                # declare makes RabbitMQ keep a step sent before any worker has declared the queue.
                 exchange="",
                 routing_key=self.settings.queue,
-                declare=[self.app.amqp.queues[self.settings.queue]],
+                declare=[] if self.settings.broker_is_redis else [self.app.amqp.queues[self.settings.queue]],
                 shadow=name,
                 priority=step_priority(self.settings, urgent=urgent),
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+                **self._sent_event_route(),
             )
             return True
         except Exception as exc:
