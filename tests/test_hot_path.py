@@ -56,8 +56,12 @@ def test_one_invalidates_a_connection_the_server_closed(engine):
     pid = _backend_pid(pool)
     with engine.connect() as admin:
         admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    wait_for(lambda: not engine.connect().execute(
-        text("SELECT 1 FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}).first(), what="backend gone")
+
+    def gone() -> bool:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT 1 FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}).first() is None
+
+    wait_for(gone, what="backend gone")
     # The caller sees the class it handles (the step task retries OperationalError) ...
     with pytest.raises(sqlalchemy.exc.OperationalError) as caught:
         one(pool, "SELECT 1", {})
