@@ -7,6 +7,7 @@ from functools import cache
 from pathlib import Path
 
 from sqlalchemy import TextClause, text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -21,14 +22,12 @@ def load(path: str | Path) -> dict[str, TextClause]:
     return {name: text(body) for name, body in parse(Path(path).read_text()).items()}
 
 
-_BIND = re.compile(r"(?<!:):(\w+)")  # :name, not the :: of a cast
-
-
 @cache
 def driver_queries() -> dict[str, str]:
-    """The event log's queries in the driver's own ``%(name)s`` style, for :func:`checkpoint.db.one`."""
-    source = parse(Path(__file__).with_name("queries.sql").read_text())
-    return {name: _BIND.sub(r"%(\1)s", body.replace("%", "%%")) for name, body in source.items()}
+    """The event log's queries as the psycopg driver takes them (``%(name)s`` binds, ``%`` escaped),
+    compiled by SQLAlchemy itself, for :func:`checkpoint.db.one`."""
+    dialect = PGDialect_psycopg()
+    return {name: str(clause.compile(dialect=dialect)) for name, clause in queries().items()}
 
 
 def queries() -> dict[str, TextClause]:

@@ -192,11 +192,12 @@ class Runtime:
 
     # -- dispatch -----------------------------------------------------------------------------------
 
-    def _sent_event_route(self) -> dict[str, Any]:
+    def _sent_events(self) -> _BufferedPublish | None:
         """Inside a step (solo pool), Celery's task-sent event for the next step joins the buffered
-        events of the current one (send_task_message calls ``event_dispatcher.publish``)."""
+        events of the current one (send_task_message calls ``event_dispatcher.publish``; None is
+        Celery's own dispatcher)."""
         buffered = self._buffered_events()
-        return {} if buffered is None else {"event_dispatcher": _BufferedPublish(buffered)}
+        return None if buffered is None else _BufferedPublish(buffered)
 
     def publish(self, dispatch: Dispatch, label: str | None = None, *, urgent: bool = False) -> bool:
         """Send a step to the broker. A failure is logged, not raised: the outbox row stays and the
@@ -217,7 +218,7 @@ class Runtime:
                 priority=step_priority(self.settings, urgent=urgent),
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
-                **self._sent_event_route(),
+                event_dispatcher=self._sent_events(),
             )
             return True
         except Exception as exc:
