@@ -13,14 +13,22 @@ import redis
 from celery import Celery
 
 BROKER = os.environ.get("BENCH_BROKER_URL", "redis://localhost:6379/15")
-app = Celery("bench_bare", broker=BROKER, set_as_current=False)
-app.conf.update(
-    task_serializer="json", accept_content=["json"], task_ignore_result=True, task_acks_late=True,
-    task_reject_on_worker_lost=True, worker_prefetch_multiplier=1, task_default_queue="bare",
-    worker_send_task_events=True, task_send_sent_event=True,
-)
-if os.environ.get("BENCH_STEPLOG_TRANSPORT") == "1":
-    app.conf.broker_transport = "workers.redis_transport:Transport"
+
+
+def make_app(broker: str, *, steplog_transport: bool) -> Celery:
+    """The chain's app; the workers' and the publishing side's must match."""
+    app = Celery("bench_bare", broker=broker, set_as_current=False)
+    app.conf.update(
+        task_serializer="json", accept_content=["json"], task_ignore_result=True, task_acks_late=True,
+        task_reject_on_worker_lost=True, worker_prefetch_multiplier=1, task_default_queue="bare",
+        worker_send_task_events=True, task_send_sent_event=True,
+    )
+    if steplog_transport:
+        app.conf.broker_transport = "workers.redis_transport:Transport"
+    return app
+
+
+app = make_app(BROKER, steplog_transport=os.environ.get("BENCH_STEPLOG_TRANSPORT") == "1")
 _done = redis.Redis.from_url(BROKER)
 
 

@@ -41,40 +41,28 @@ def sequential_ms(fleet: BenchFleet, steps: int) -> float:
 
 
 def bare_chain(broker: str, runs: int, steps: int, log_dir: Path, *, steplog_transport: bool = False) -> float:
-    """Runs in a subprocess of its own, so that the transport choice is made at import."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--bare-only", broker, str(runs), str(steps), str(log_dir)],
-        env={**os.environ, "BENCH_STEPLOG_TRANSPORT": "1" if steplog_transport else "0"},
-        capture_output=True, text=True, timeout=600,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"bare chain failed: {out.stderr[-2000:]}")
-    return float(out.stdout.strip().splitlines()[-1])
-
-
-def _bare_chain(broker: str, runs: int, steps: int, log_dir: Path) -> float:
-    env = {**os.environ, "BENCH_BROKER_URL": broker, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "BENCH_BROKER_URL": broker, "BENCH_STEPLOG_TRANSPORT": "1" if steplog_transport else "0",
+           "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "celery", "-A", "scripts.bench_bare", "worker", "-P", "solo", "-c", "1",
            "--loglevel=WARNING", "--without-gossip", "--without-mingle", "-Q", "bare"]
     logs = [open(log_dir / f"bare{i}.log", "wb") for i in range(2)]
     procs = [subprocess.Popen([*cmd, "-n", f"bare{i}@bench"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True) for i, log in enumerate(logs)]
     try:
-        sys.path.insert(0, str(ROOT))
-        os.environ["BENCH_BROKER_URL"] = broker
-        from scripts.bench_bare import app, hop
+        from scripts.bench_bare import make_app
 
+        app = make_app(broker, steplog_transport=steplog_transport)
         r = redis.Redis.from_url(broker)
         # warm up: both workers consuming before the clock starts
         r.delete("bench:done")
         for i in range(4):
-            hop.apply_async((10_000 + i, 1))
+            app.send_task("bench.hop", (10_000 + i, 1))
         while int(r.get("bench:done") or 0) < 4:
             time.sleep(0.01)
         r.delete("bench:done")
         started = time.perf_counter()
         for chain in range(runs):
-            hop.apply_async((chain, steps), task_id=f"{chain}:{steps}")
+            app.send_task("bench.hop", (chain, steps), task_id=f"{chain}:{steps}")
         while int(r.get("bench:done") or 0) < runs:
             time.sleep(0.005)
         rate = runs * steps / (time.perf_counter() - started)
@@ -102,10 +90,6 @@ def dbos_rate(server_url: str, runs: int, steps: int) -> float | None:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--bare-only"]:
-        broker, runs, steps, log_dir = sys.argv[2:6]
-        print(_bare_chain(broker, int(runs), int(steps), Path(log_dir)))
-        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--steps", type=int, default=50)

@@ -19,7 +19,6 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from checkpoint import runs  # noqa: E402
 from workers.fleet import WorkerProc  # noqa: E402
 from workers.migrate import upgrade  # noqa: E402
 from workers.settings import load_settings  # noqa: E402
