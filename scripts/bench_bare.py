@@ -24,7 +24,9 @@ def make_app(broker: str, *, steplog_transport: bool) -> Celery:
         worker_send_task_events=True, task_send_sent_event=True,
     )
     if steplog_transport:
-        app.conf.broker_transport = "workers.redis_transport:Transport"
+        from workers.redis_transport import TRANSPORT
+
+        app.conf.broker_transport = TRANSPORT
     return app
 
 
