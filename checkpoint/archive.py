@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from checkpoint.artifacts import ArtifactError, ArtifactPointer, ArtifactStore, open_store
-from checkpoint.history_errors import ArchiveError, HistoryInputError, RunNotFinished
+from checkpoint.errors import ArchiveError, HistoryInputError, RunNotFinished, RunNotFound
 from checkpoint.jsonutil import dumps
 from checkpoint.queries import load
 from checkpoint.tables import TERMINAL_STATUSES
@@ -38,8 +38,6 @@ def archive_run(engine: Engine, store: ArtifactStore, run_id: str) -> dict[str, 
 
     Raises ``RunNotFound``, :class:`RunNotFinished`, or :class:`ArchiveError` (nothing deleted).
     """
-    from checkpoint.runs import RunNotFound  # runs reads archives through this module
-
     with engine.connect() as conn:
         row = conn.execute(Q["run_archive_state"], dict(run_id=run_id)).one_or_none()
         if row is None:

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from checkpoint.artifacts import ArtifactStore, is_pointer_json, resolve
 from checkpoint.db import autocommit
-from checkpoint.history_errors import HistoryError, HistoryInputError, NoHistory
+from checkpoint.errors import HistoryError, HistoryInputError, NoHistory
 from checkpoint.queries import load
 from checkpoint.tokens import clip_to_tokens, count_json_tokens, count_tokens
 

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from checkpoint import redis_keys
 from checkpoint.context import RunContext, reconstruct
-from checkpoint.history_errors import HistoryError, HistoryInputError
+from checkpoint.errors import HistoryError, HistoryInputError
 from checkpoint.jsonutil import dumps
 
 log = logging.getLogger(__name__)

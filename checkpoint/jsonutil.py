@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-
-class NotJSONError(TypeError):
-    """A workflow produced a value that is not JSON (a checkpoint must survive any process)."""
+from checkpoint.errors import NotJSONError
 
 
 def dumps(value: Any) -> str:

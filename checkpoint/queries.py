@@ -1,4 +1,8 @@
-"""Named SQL, loaded once from ``.sql`` files: each query under a ``-- name: x`` header."""
+"""Named SQL, loaded once from ``.sql`` files: each query under a ``-- name: x`` header.
+
+Every module that runs SQL loads its file the same way: ``Q = load(path)`` (SQLAlchemy text clauses),
+or ``for_driver(path)`` for the hot path's statements run through the driver itself.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from pathlib import Path
 
 from sqlalchemy import TextClause, text
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+#: The event log, outbox, leases and liveness (``checkpoint/queries.sql``).
+EVENT_LOG = Path(__file__).with_name("queries.sql")
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -23,13 +30,8 @@ def load(path: str | Path) -> dict[str, TextClause]:
 
 
 @cache
-def driver_queries() -> dict[str, str]:
-    """The event log's queries as the psycopg driver takes them (``%(name)s`` binds, ``%`` escaped),
+def for_driver(path: str | Path) -> dict[str, str]:
+    """The queries of ``path`` as the psycopg driver takes them (``%(name)s`` binds, ``%`` escaped),
     compiled by SQLAlchemy itself, for :func:`checkpoint.db.one`."""
     dialect = PGDialect_psycopg()
-    return {name: str(clause.compile(dialect=dialect)) for name, clause in queries().items()}
-
-
-def queries() -> dict[str, TextClause]:
-    """The event log's queries (``checkpoint/queries.sql``)."""
-    return load(Path(__file__).with_name("queries.sql"))
+    return {name: str(clause.compile(dialect=dialect)) for name, clause in load(path).items()}

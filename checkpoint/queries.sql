@@ -56,7 +56,7 @@ SELECT c.workflow, c.input, c.attempt, e.state
 
 -- name: run_position
 -- Why a claim found nothing to do: the step is done, the run is over, or a live worker holds it.
-SELECT r.status, r.next_seq, r.cancel_requested_by, r.lease_owner,
+SELECT r.status, r.next_seq, r.cancel_requested_by,
        (r.lease_owner IS NULL OR r.lease_expires_at < now()
         OR coalesce((SELECT w.heartbeat_at FROM worker_procs w WHERE w.id = r.lease_owner), r.lease_started_at)
            < now() - (:lease_seconds * interval '1 second')) AS lease_free

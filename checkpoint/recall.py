@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from checkpoint.history_errors import HistoryInputError
+from checkpoint.errors import HistoryInputError
 from checkpoint.queries import load
 
 Q = load(Path(__file__).with_name("history.sql"))  # the history tiers' named SQL

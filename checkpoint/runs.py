@@ -9,21 +9,15 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from checkpoint.archive import archived_events, store_for_archive
 from checkpoint.artifacts import ArtifactStore
+from checkpoint.errors import RunNotFound
 from checkpoint.jsonutil import dumps
-from checkpoint.queries import queries
+from checkpoint.queries import EVENT_LOG, load
 
-Q = queries()
+Q = load(EVENT_LOG)
 
 FIRST_STEP = 2  # seq 1 is the `submitted` event holding the initial checkpoint
-
-
-class RunNotFound(LookupError):
-    """No run has this id."""
-
-    def __init__(self, run_id: str) -> None:
-        super().__init__(f"no run with id {run_id!r}")
-        self.run_id = run_id
 
 
 def new_run_id() -> str:
@@ -62,8 +56,6 @@ def events(engine: Engine, run_id: str, *, after: int = 0, store: ArtifactStore 
         pointer = conn.execute(Q["get_archive"], dict(run_id=run_id)).scalar_one_or_none()
     if pointer is None:
         return rows
-    from checkpoint.archive import archived_events, store_for_archive
-
     return archived_events(store or store_for_archive(pointer), pointer, after=after)
 
 

@@ -14,10 +14,10 @@ from sqlalchemy import Connection, Engine
 
 from checkpoint.db import autocommit, one, soft
 from checkpoint.jsonutil import dumps
-from checkpoint.queries import driver_queries, queries
+from checkpoint.queries import EVENT_LOG, for_driver, load
 
-Q = queries()
-D = driver_queries()  # the hot path's two statements run at the driver level (checkpoint.db.one)
+Q = load(EVENT_LOG)
+D = for_driver(EVENT_LOG)  # the hot path's two statements run at the driver level (checkpoint.db.one)
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,15 @@ class Worker:
     owner: str
     name: str
     pid: int
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """A step to publish to the broker."""
+
+    run_id: str
+    seq: int
+    workflow: str
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,6 @@ class Position:
     status: str
     next_seq: int
     cancel_requested_by: str | None
-    lease_owner: str | None
     lease_free: bool
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine
 
 from checkpoint.artifacts import is_pointer_json
 from checkpoint.context import SUMMARY_EVENT, RunContext, summary_payload
-from checkpoint.history_errors import HistoryInputError
+from checkpoint.errors import HistoryInputError
 from checkpoint.jsonutil import dumps
 from checkpoint.queries import load
 from checkpoint.tokens import clip_to_tokens, count_tokens

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from tools.config import ToolConfig
 from tools.declaration import Effect, ToolContext, tool
-from tools.registry import Registry
+from tools.registry import ToolRegistry
 from tools.runtime import ToolRuntime
 from workers.migrate import upgrade
 
@@ -61,7 +61,7 @@ def main() -> None:
         engine = create_engine(url, pool_size=2)
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO runs (run_id, workflow, input) VALUES ('bench', 'bench', '{}')"))
-        registry = Registry([double])
+        registry = ToolRegistry([double])
         config = ToolConfig()
         ctx = ToolContext("k", "bench", 2, 1, engine, config)
 

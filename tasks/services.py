@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from tasks.workflow import StepContext
 from tools.config import ToolConfig
-from tools.registry import Registry as ToolRegistry
+from tools.registry import ToolRegistry
 from tools.runtime import ToolRuntime
 
 
@@ -36,12 +36,16 @@ class StepServices:
     artifacts: Any = None  # checkpoint.artifacts store (large payloads), when configured
     reasoner: Any = None  # tasks.reasoning.base.Reasoner for research runs
     max_corrections: int = 3  # unusable reasoner answers in a row before a run fails
-    inline_limit: int = 16384  # larger tool results go to the artifact store
     fault_after_decision: bool = False  # test hook: die between recording a decision and committing
     hot_cache: Any = None  # checkpoint.hotcache.HotCache (Redis); None: rebuild from Postgres each step
     budget_tokens: int = 6000  # history a step sees: latest summary + recent events
     tail_limit: int = 50
     summary_every_steps: int = 20
+
+    @property
+    def inline_limit(self) -> int:
+        """Payloads and results whose JSON is larger than this (bytes) go to the artifact store."""
+        return self.tool_config.inline_limit
 
     def load_history(self, run_id: str, latest_seq: int) -> Any:
         from checkpoint.context import reconstruct

@@ -13,6 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tasks.errors import FailRun, InvalidInput, WorkflowError  # part of the workflow author's API
+
+__all__ = ["Continue", "FailRun", "Finish", "InvalidInput", "StepContext", "Workflow", "WorkflowError"]
+
 
 @dataclass(frozen=True)
 class Continue:
@@ -64,19 +68,3 @@ class Workflow:
     # events after it within the token budget), from the Redis hot cache when it is current.
     history: bool = False
 
-
-class FailRun(Exception):
-    """Raised by a step to end its run `failed` now, with this message: retrying cannot help."""
-
-
-class WorkflowError(ValueError):
-    """A workflow name or input that steplog cannot run."""
-
-
-class UnknownWorkflow(WorkflowError):
-    def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__(f"unknown workflow {name!r}; known workflows: {', '.join(sorted(known))}")
-
-
-class InvalidInput(WorkflowError):
-    """The input does not fit the workflow's model; the message names each bad field."""

@@ -84,7 +84,7 @@ class Fleet:
         return self.app.steplog.submit(workflow, input, submitted_by="test", precheck=False, publish=publish)
 
     def publish(self, run_id: str, seq: int, workflow: str = "countdown") -> None:
-        from checkpoint.liveness import Dispatch
+        from checkpoint.steps import Dispatch
 
         assert self.app.steplog.publish(Dispatch(run_id, seq, workflow))
 

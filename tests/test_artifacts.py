@@ -28,10 +28,10 @@ from checkpoint.artifacts import (
     offload,
     open_store,
     resolve,
-    store_from_settings,
 )
 from tests.s3server import S3Server
 from workers.settings import SettingsError, load_settings
+from workers.wiring import artifact_store
 
 
 @dataclass
@@ -286,18 +286,18 @@ def test_open_store_rejects_bad_urls(url: str) -> None:
         open_store(url)
 
 
-def test_store_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_artifact_artifact_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STEPLOG_ARTIFACTS_URL", raising=False)
     monkeypatch.setenv("STEPLOG_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("STEPLOG_INLINE_LIMIT", "1000")
     monkeypatch.setenv("STEPLOG_S3_ENDPOINT_URL", "http://minio:9000")
     settings = load_settings()
     assert settings.inline_limit == 1000 and settings.s3_endpoint_url == "http://minio:9000"
-    store = store_from_settings(settings)
+    store = artifact_store(settings)
     assert isinstance(store, LocalArtifactStore) and store.root == tmp_path / "home" / "artifacts"
 
     monkeypatch.setenv("STEPLOG_ARTIFACTS_URL", "s3://steplog/prod")
-    store = store_from_settings(load_settings())
+    store = artifact_store(load_settings())
     assert isinstance(store, S3ArtifactStore) and store.endpoint_url == "http://minio:9000"
 
 

@@ -18,7 +18,7 @@ from checkpoint import redis_keys, runs, steps
 from checkpoint.archive import archive_run, archived_events, gc
 from checkpoint.artifacts import ArtifactCorrupt, LocalArtifactStore, is_pointer_json
 from checkpoint.context import SUMMARY_EVENT, reconstruct, resolve_payload, summary_payload
-from checkpoint.history_errors import ArchiveError, HistoryInputError, NoHistory, RunNotFinished
+from checkpoint.errors import ArchiveError, HistoryInputError, NoHistory, RunNotFinished
 from checkpoint.hotcache import HotCache
 from checkpoint.recall import search_memory
 from checkpoint.summary import condense, pending_events, should_summarize, summary_write

@@ -24,10 +24,10 @@ from tools.corpus import (
     query_terms,
     search,
 )
-from tools.corpus_build import harvest, stdlib_modules
-from tools.corpus_files import html_text, markdown_title
+from tools.corpus.build import harvest, stdlib_modules
+from tools.corpus.files import html_text, markdown_title
 from tests.stdlib_questions import QUESTIONS
-from tools.corpus_text import identifier_words, query_groups, split_passages, split_sentences
+from tools.corpus.text import identifier_words, query_groups, split_passages, split_sentences
 
 @pytest.fixture(scope="session")
 def stdlib_db(stdlib_corpus, shared_corpus_url) -> Iterator[tuple[Engine, object]]:

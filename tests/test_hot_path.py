@@ -79,7 +79,7 @@ def _queue_size(app, queue: str) -> int:
 
 
 def test_steps_are_published_through_steplog_redis_transport_and_survive_a_dropped_connection(steplog_env):
-    from checkpoint.liveness import Dispatch
+    from checkpoint.steps import Dispatch
     from workers import redis_transport
     from workers.app import create_app
     from workers.settings import settings_from_env

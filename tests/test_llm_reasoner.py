@@ -8,7 +8,8 @@ import traceback
 
 import pytest
 
-from tasks.reasoning.base import FinalReport, InvalidDecision, Observation, ReasonerError, ResearchContext, ToolCall
+from tasks.reasoning.base import FinalReport, Observation, ResearchContext, ToolCall
+from tasks.reasoning.errors import InvalidDecision, ReasonerError
 from tasks.reasoning.llm import InvalidModelReply, LLMEndpointError, LLMReasoner
 from tasks.reasoning.prompt import FINAL_REPORT
 from tasks.reasoning.toolspec import ToolSpec, tool_specs

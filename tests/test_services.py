@@ -20,8 +20,10 @@ from kombu import Connection
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from workers.services import LocalServices, ServiceStartError, _wait_gone, resolve_urls
-from workers.services_cli import services_app
+from workers.local.cli import services_app
+from workers.local.errors import ServiceStartError
+from workers.local.procs import wait_gone
+from workers.local.servers import LocalServices
 from workers.settings import load_settings
 
 pytestmark = pytest.mark.services
@@ -55,7 +57,7 @@ def services(home: Path) -> Iterator[LocalServices]:
 
 def _gone(pid: int) -> bool:
     try:
-        return _wait_gone(psutil.Process(pid), 5)
+        return wait_gone(psutil.Process(pid), 5)
     except psutil.NoSuchProcess:
         return True
 
@@ -156,11 +158,11 @@ def test_a_server_that_fails_to_start_is_named_with_its_log() -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def test_resolve_urls_keeps_explicit_urls_and_starts_only_what_is_missing(services: LocalServices) -> None:
+def test_resolved_settings_keep_explicit_urls_and_starts_only_what_is_missing(services: LocalServices) -> None:
     explicit = "postgresql+psycopg://someone@db.example:5432/prod"
     settings = load_settings(database_url=explicit, broker_url=None, redis_url=None, home=str(services.home))
 
-    resolved = resolve_urls(settings, start=True)
+    resolved = settings.resolved(start=True)
 
     assert resolved.database_url == explicit
     assert resolved.broker_url == resolved.redis_url == services.urls().redis_url
@@ -169,14 +171,14 @@ def test_resolve_urls_keeps_explicit_urls_and_starts_only_what_is_missing(servic
     assert not report["postgres"]["running"]  # an explicit database URL needs no local Postgres
 
 
-def test_resolve_urls_with_everything_set_touches_no_local_service(tmp_path: Path) -> None:
+def test_resolved_settings_with_everything_set_touches_no_local_service(tmp_path: Path) -> None:
     settings = load_settings(
         database_url="postgresql+psycopg://u@h:5432/d",
         broker_url="redis://h:6379/0",
         redis_url=None,
         home=str(tmp_path / "home"),
     )
-    resolved = resolve_urls(settings, start=True)
+    resolved = settings.resolved(start=True)
     assert resolved.redis_url == "redis://h:6379/0"  # the hot tier follows a Redis broker
     assert not (tmp_path / "home").exists()
 

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from tools.config import ToolConfig
 from tools.declaration import Effect, ToolContext, tool
 from tools.errors import TransientToolError
-from tools.registry import Registry, builtin_registry
+from tools.registry import ToolRegistry, builtin_registry
 from tools.runtime import ToolRuntime
 from tests.toolsupport import LocalHTTPServer
 
@@ -69,7 +69,7 @@ def commit(engine, runtime):
 
 def test_same_call_twice_in_one_step_runs_once_and_replays_after_commit(engine, run_id):
     echo, calls = counting_tool("echo", Effect.READ)
-    registry = Registry([echo])
+    registry = ToolRegistry([echo])
     rt = ToolRuntime(engine, registry, run_id=run_id, seq=2, owner="w1:1:a", worker="w1")
     first = rt.call("echo", {"text": "ab", "n": 2})
     again = rt.call("echo", {"n": 2.0, "text": "ab"})  # same validated input, other order and form
@@ -121,7 +121,7 @@ def test_transient_error_absorbed_by_a_retry(engine, run_id):
             raise TransientToolError("connection reset", maybe_applied=True)
 
     echo, calls = counting_tool("echo", Effect.READ, fail_with=flaky)
-    rt = ToolRuntime(engine, Registry([echo]), ToolConfig(**FAST), run_id=run_id, seq=2)
+    rt = ToolRuntime(engine, ToolRegistry([echo]), ToolConfig(**FAST), run_id=run_id, seq=2)
     out = rt.call("echo", {"text": "x"})
     assert out.ok and out.result == {"text": "x", "execution": 2} and len(calls) == 2
 
@@ -131,7 +131,7 @@ def test_unexpected_exception_is_a_recorded_tool_error(engine, run_id):
         raise KeyError("missing")
 
     broken, calls = counting_tool("broken", Effect.WRITE, fail_with=boom)
-    rt = ToolRuntime(engine, Registry([broken]), ToolConfig(**FAST), run_id=run_id, seq=2)
+    rt = ToolRuntime(engine, ToolRegistry([broken]), ToolConfig(**FAST), run_id=run_id, seq=2)
     out = rt.call("broken", {"text": "x"})
     assert out.status == "failed" and out.error["type"] == "UnexpectedToolError"
     assert "KeyError" in out.error["message"] and len(calls) == 1
@@ -158,7 +158,7 @@ def test_invalid_input_names_the_field_and_is_audited(engine, run_id):
 
 def test_irreversible_without_dedupe_found_started_is_unknown_not_refired(engine, run_id):
     send, calls = counting_tool("send_sms", Effect.IRREVERSIBLE, dedupes=False)
-    registry = Registry([send])
+    registry = ToolRegistry([send])
     crashed = ToolRuntime(engine, registry, run_id=run_id, seq=2)
     assert crashed.call("send_sms", {"text": "hi"}).ok
     # ... and the worker dies before the step commits: nothing recorded.
@@ -180,7 +180,7 @@ def test_irreversible_without_dedupe_is_retried_only_when_surely_not_applied(eng
         raise TransientToolError("read timeout", maybe_applied=True)
 
     send, calls = counting_tool("send_sms", Effect.IRREVERSIBLE, fail_with=lost_answer)
-    rt = ToolRuntime(engine, Registry([send]), ToolConfig(**FAST), run_id=run_id, seq=2)
+    rt = ToolRuntime(engine, ToolRegistry([send]), ToolConfig(**FAST), run_id=run_id, seq=2)
     out = rt.call("send_sms", {"text": "hi"})
     assert out.status == "unknown" and out.error["cause"]["message"] == "read timeout" and len(calls) == 1
 
@@ -189,7 +189,7 @@ def test_irreversible_without_dedupe_is_retried_only_when_surely_not_applied(eng
             raise TransientToolError("connection refused", maybe_applied=False)
 
     send2, calls2 = counting_tool("send_fax", Effect.IRREVERSIBLE, fail_with=refused_once)
-    rt2 = ToolRuntime(engine, Registry([send2]), ToolConfig(**FAST), run_id=run_id, seq=2)
+    rt2 = ToolRuntime(engine, ToolRegistry([send2]), ToolConfig(**FAST), run_id=run_id, seq=2)
     assert rt2.call("send_fax", {"text": "hi"}).ok and len(calls2) == 2
 
 
@@ -210,7 +210,7 @@ def test_lost_attempt_of_a_write_tool_executes_again_once(engine, run_id):
 
 def test_rolled_back_commit_leaves_started_and_the_rerun_executes(engine, run_id):
     echo, calls = counting_tool("echo", Effect.READ)
-    registry = Registry([echo])
+    registry = ToolRegistry([echo])
     rt = ToolRuntime(engine, registry, run_id=run_id, seq=2)
     assert rt.call("echo", {"text": "x"}).ok
     with pytest.raises(RuntimeError):
@@ -271,7 +271,7 @@ class FileArtifacts:
 
 def test_large_results_go_to_the_artifact_store_and_replay_from_it(engine, run_id, tmp_path):
     echo, calls = counting_tool("echo", Effect.READ)
-    registry, store = Registry([echo]), FileArtifacts(tmp_path)
+    registry, store = ToolRegistry([echo]), FileArtifacts(tmp_path)
     cfg = ToolConfig(inline_limit=100)
     rt = ToolRuntime(engine, registry, cfg, run_id=run_id, seq=2, artifacts=store)
     small = rt.call("echo", {"text": "s"})

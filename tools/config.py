@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from tools.netguard import Allow, parse_allow
 
 
 @dataclass(frozen=True)
 class ToolConfig:
-    """Settings of tool calls. Build it from ``workers.settings.Settings`` with :meth:`from_settings`."""
+    """Settings of tool calls (built from ``STEPLOG_*`` by ``workers.wiring.tool_config``)."""
 
     #: Fraction (0..1) of tool executions that fail transiently on purpose; half after the effect.
     fault_rate: float = 0.0
@@ -30,7 +29,7 @@ class ToolConfig:
     #: Timeout of one HTTP request of a network tool (seconds), connect to last byte.
     fetch_timeout_seconds: float = 10.0
     #: Results whose JSON is larger than this (bytes) go to the artifact store, when one is given.
-    inline_limit: int = 64 * 1024
+    inline_limit: int = 16 * 1024
     #: Redirects fetch_url follows (each one checked by the network guard).
     max_redirects: int = 5
 
@@ -41,19 +40,3 @@ class ToolConfig:
             raise ValueError("retries and retry_seconds must not be negative")
         if isinstance(self.net_allow, str):
             object.__setattr__(self, "net_allow", parse_allow(self.net_allow))
-
-    @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> ToolConfig:
-        """Read the ``tool_*``/``fetch_*``/``net_allow``/``inline_limit`` fields of a settings object."""
-        names = {
-            "fault_rate": "tool_fault_rate",
-            "net_allow": "net_allow",
-            "retries": "tool_retries",
-            "retry_seconds": "tool_retry_seconds",
-            "fetch_max_bytes": "fetch_max_bytes",
-            "fetch_timeout_seconds": "fetch_timeout_seconds",
-            "inline_limit": "inline_limit",
-        }
-        values = {ours: getattr(settings, theirs) for ours, theirs in names.items() if hasattr(settings, theirs)}
-        values.update(overrides)
-        return cls(**values)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from checkpoint.errors import SteplogError
 
-class ToolError(Exception):
+
+class ToolError(SteplogError):
     """Base of every error the tool layer raises or reports."""
 
     #: Whether retrying the same call could succeed.
@@ -28,6 +30,8 @@ class ToolDeclarationError(ToolError):
 class ToolConfigError(ToolError, ValueError):
     """A tool setting is unusable (e.g. a malformed ``STEPLOG_NET_ALLOW`` entry); names the value."""
 
+    exit_code = 2
+
 
 class UnknownToolError(ToolError):
     """The agent asked for a tool the registry does not have."""
@@ -40,6 +44,8 @@ class UnknownToolError(ToolError):
 
 class ToolInputError(ToolError):
     """A tool's input is invalid; ``field`` names the offending field (dotted path, '' for the whole input)."""
+
+    exit_code = 2
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field

@@ -8,7 +8,7 @@ from tools.declaration import Tool
 from tools.errors import ToolDeclarationError, UnknownToolError
 
 
-class Registry:
+class ToolRegistry:
     """Tools by name; one version of each name (the version is part of every call's key)."""
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
@@ -42,8 +42,8 @@ class Registry:
         return len(self._tools)
 
 
-def builtin_registry() -> Registry:
+def builtin_registry() -> ToolRegistry:
     """A registry holding the built-in tools: search_corpus, fetch_url, save_note, publish_report, notify."""
     from tools.builtin import BUILTIN_TOOLS
 
-    return Registry(BUILTIN_TOOLS)
+    return ToolRegistry(BUILTIN_TOOLS)

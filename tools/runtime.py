@@ -35,7 +35,7 @@ from tools.errors import (
 )
 from tools.faults import FaultInjector
 from tools.keys import canonical_json, idempotency_key, input_hash, non_finite_path
-from tools.registry import Registry
+from tools.registry import ToolRegistry
 from tools.retry import retrying
 
 Status = Literal["succeeded", "failed", "unknown"]
@@ -104,7 +104,7 @@ class ToolRuntime:
     def __init__(
         self,
         engine: Engine,
-        registry: Registry,
+        registry: ToolRegistry,
         config: ToolConfig | None = None,
         *,
         run_id: str,

@@ -19,6 +19,9 @@ import psutil
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from workers.local import DEFAULT_HOME
+from workers.local.procs import gone, wait_until
+
 CELERY_APPS = ("workers.app", "workers.app:app")
 
 
@@ -63,9 +66,10 @@ def database_of(environ: dict[str, str], cwd: str) -> str | None:
     explicit = environ.get("STEPLOG_DATABASE_URL")
     if explicit:
         return normalize_db_url(explicit)
-    from workers.services import LocalServices, ServiceError
+    from workers.local.errors import ServiceError
+    from workers.local.servers import LocalServices
 
-    home = Path(cwd, os.path.expanduser(environ.get("STEPLOG_HOME", ".steplog")))
+    home = Path(cwd, os.path.expanduser(environ.get("STEPLOG_HOME", DEFAULT_HOME)))
     try:
         return normalize_db_url(LocalServices(home).urls().database_url)
     except (ServiceError, OSError):
@@ -145,13 +149,6 @@ def find_workers(database_url: str) -> list[WorkerTarget]:
     return sorted((t for pid, t in found.items() if parents[pid] not in found), key=lambda t: t.pid)
 
 
-def _gone(p: psutil.Process) -> bool:
-    try:
-        return p.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def kill(target: WorkerTarget, timeout: float = 10.0) -> list[int]:
     """SIGKILL the worker and its pool children; return their pids once all are dead."""
     procs = target.group()
@@ -173,11 +170,8 @@ def kill(target: WorkerTarget, timeout: float = 10.0) -> list[int]:
                 p.send_signal(signal.SIGKILL)
             except psutil.NoSuchProcess:
                 pass
-    deadline = time.monotonic() + timeout
-    while not all(_gone(p) for p in procs):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"worker pid {target.pid} still alive {timeout}s after SIGKILL")
-        time.sleep(0.02)
+    if not wait_until(lambda: all(gone(p) for p in procs), timeout, interval=0.02):
+        raise RuntimeError(f"worker pid {target.pid} still alive {timeout}s after SIGKILL")
     return sorted(pids)
 
 

@@ -19,14 +19,14 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from checkpoint import runs
 from checkpoint.db import make_engine
-from checkpoint.runs import RunNotFound
+from checkpoint.errors import RunNotFound
 from tasks.workflow import WorkflowError
 from workers.chaos_cmd import chaos
 from workers.demo import demo
 from workers.research_cmd import corpus_app, report, research
 from workers.flower_cmd import flower
 from workers.gc_cmd import gc
-from workers.services_cli import services_app
+from workers.local.cli import services_app
 from workers.settings import Settings, SettingsError, load_settings
 from workers.watch_cmd import watch
 
@@ -53,7 +53,7 @@ class Context:
 
     @cached_property
     def settings(self) -> Settings:
-        from workers.services import ServiceError
+        from workers.local.errors import ServiceError
 
         try:
             given = load_settings()

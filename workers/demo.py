@@ -21,16 +21,11 @@ from rich.console import Console
 
 from checkpoint import runs
 from workers.fleet import ROOT, WorkerProc
+from workers.local.procs import free_port
 
 out = Console(soft_wrap=True)
 FINISHED = ("succeeded", "failed", "cancelled")
 QUESTION = "How do I run a subprocess with a timeout?"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(settings) -> dict[str, str]:
@@ -67,7 +62,7 @@ class Demo:
                 out.print(f"    {w.node} ready (pid {w.pid})")
 
     def start_flower(self) -> None:
-        port, password = _free_port(), secrets.token_urlsafe(12)
+        port, password = free_port(), secrets.token_urlsafe(12)
         env = {**self.env, "STEPLOG_FLOWER_USER": "steplog", "STEPLOG_FLOWER_PASSWORD": password}
         log = open(self.log_dir / "flower.log", "ab")
         self.flower = subprocess.Popen(
@@ -188,7 +183,7 @@ def demo(
     finally:
         d.stop()
         if local and not keep:
-            from workers.services import LocalServices
+            from workers.local.servers import LocalServices
 
             LocalServices(Path(settings.home)).down()
             d.phase("stopped the local services (use --keep to leave them running)")

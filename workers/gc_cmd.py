@@ -23,13 +23,14 @@ def gc(
 ) -> None:
     """Archive finished runs' events to the artifact store, leaving a pointer in Postgres."""
     from checkpoint.archive import gc as collect
-    from checkpoint.artifacts import ArtifactError, store_from_settings
-    from checkpoint.history_errors import HistoryError
+    from checkpoint.artifacts import ArtifactError
+    from checkpoint.errors import HistoryError
     from workers.cli import _db_errors, ctx, fail, out, print_json  # lazily: workers.cli imports this module
+    from workers.wiring import artifact_store
 
     def run() -> list[str]:
         try:
-            store = store_from_settings(ctx.settings)
+            store = artifact_store(ctx.settings)
         except ArtifactError as exc:
             fail(str(exc), 2)
         try:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from checkpoint import runs
-from checkpoint.runs import RunNotFound
+from checkpoint.errors import RunNotFound
 from tasks.workflow import WorkflowError
 
 corpus_app = typer.Typer(no_args_is_help=True, help="Corpora the research agent searches.")
@@ -93,7 +93,7 @@ def corpus_add(
 ) -> None:
     """Add your own Markdown, text or HTML files as a corpus."""
     from tools.corpus import add_files
-    from tools.corpus_errors import CorpusError
+    from tools.corpus.errors import CorpusError
     from workers.cli import ctx, fail, out
 
     try:

@@ -1,7 +1,7 @@
 """steplog's settings: environment variables with the prefix ``STEPLOG_``.
 
-Every field has a default that works on one laptop; every field is documented, and the README's
-settings table is generated from these docstrings (``steplog settings``). Bad values fail at start
+Every field has a default that works on one laptop and a description; the README's settings table
+lists the same descriptions (``tests/test_readme.py`` checks that they agree). Bad values fail at start
 with a message naming the variable (see :func:`load_settings`).
 """
 
@@ -13,9 +13,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.errors import SettingsError
+from workers.local import DEFAULT_HOME
 
-class SettingsError(ValueError):
-    """A ``STEPLOG_*`` variable holds a value steplog cannot use."""
+__all__ = ["Settings", "SettingsError", "load_settings", "settings_from_env"]
 
 
 class Settings(BaseSettings):
@@ -50,7 +51,7 @@ class Settings(BaseSettings):
         16384, ge=0, description="Payloads whose JSON is larger than this many bytes are stored as artifacts."
     )
     queue: str = Field("steplog", description="The broker queue steps travel on; separate fleets use separate queues.")
-    home: str = Field(".steplog", description="Data directory of the local services, corpus and artifacts.")
+    home: str = Field(DEFAULT_HOME, description="Data directory of the local services, corpus and artifacts.")
 
     lease_seconds: float = Field(
         1.2, gt=0, description="A worker process silent for this long is dead; its steps are taken over."
@@ -235,20 +236,38 @@ class Settings(BaseSettings):
         return (self.broker_url or "redis://").startswith(("redis://", "rediss://"))
 
     def resolved(self, *, start: bool = False) -> Settings:
-        """These settings with every unset URL filled in: explicit STEPLOG_*_URL wins, else the
-        project's local services (started when ``start``), and the hot tier defaults to the broker's Redis."""
-        s = self
-        if s.database_url is None or s.broker_url is None or (s.redis_url is None and not s.broker_is_redis):
-            from workers.services import resolve_urls  # the local services, only when needed
+        """These settings with every unset URL filled in: an explicit STEPLOG_*_URL wins, else the
+        project's local services under ``home`` (started when ``start``). The hot tier's Redis is the
+        broker's when the broker is Redis, else the local Redis."""
+        redis_url = self.redis_url
+        if redis_url is None and self.broker_url is not None and self.broker_is_redis:
+            redis_url = self.broker_url
+        need = {"postgres"} if self.database_url is None else set()
+        if self.broker_url is None or redis_url is None:
+            need.add("redis")
+        urls = None
+        if need:
+            from workers.local.servers import LocalServices  # only when a local service is needed
 
-            s = resolve_urls(s, start=start)
-        if s.redis_url is None and s.broker_is_redis:
-            s = s.model_copy(update={"redis_url": s.broker_url})
-        return s
+            services = LocalServices(self.home)
+            urls = services.up(sorted(need)) if start else services.urls()
+        update = {
+            "database_url": self.database_url or urls.database_url,
+            "broker_url": self.broker_url or urls.broker_url,
+            "redis_url": redis_url or urls.redis_url,
+        } if urls else {"redis_url": redis_url}
+        return self.model_copy(update=update)
 
     @property
     def workflow_module_list(self) -> list[str]:
         return [m.strip() for m in self.workflow_modules.split(",") if m.strip()]
+
+    @property
+    def effective_artifacts_url(self) -> str:
+        """``artifacts_url``, else ``<home>/artifacts`` on local disk."""
+        from pathlib import Path
+
+        return self.artifacts_url or (Path(self.home) / "artifacts").absolute().as_uri()
 
     @cached_property
     def effective_visibility_timeout(self) -> float:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from celery import signals
 
 from tasks import logcontext
-from workers.runtime import Runtime
+from workers.process import ProcessRuntime
 
 
-def connect(runtime: Runtime) -> None:
+def connect(runtime: ProcessRuntime) -> None:
     @signals.worker_init.connect(weak=False)
     def _named(sender=None, **_):
         # The node name (`--hostname`, e.g. w1@host) is what events show as `worker`.

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from checkpoint import runs
-from checkpoint.runs import RunNotFound
+from checkpoint.errors import RunNotFound
 from checkpoint.tables import TERMINAL_STATUSES
 from workers.watch_view import WatchState, final_line, watch_view
 

@@ -11,7 +11,7 @@ from checkpoint.artifacts.errors import (
 )
 from checkpoint.artifacts.local import LocalArtifactStore
 from checkpoint.artifacts.offload import offload, resolve
-from checkpoint.artifacts.opener import open_store, store_from_settings
+from checkpoint.artifacts.opener import open_store
 from checkpoint.artifacts.pointer import MARKER, ArtifactPointer, is_pointer_json
 from checkpoint.artifacts.s3 import S3ArtifactStore
 
@@ -31,5 +31,4 @@ __all__ = [
     "open_store",
     "resolve",
     "sha256_hex",
-    "store_from_settings",
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from checkpoint.errors import BadInput, SteplogError
 
-class ArtifactError(Exception):
+
+class ArtifactError(SteplogError):
     """Any failure of the artifact store; the message names the artifact's uri where there is one."""
 
 
@@ -19,5 +21,5 @@ class ArtifactStoreUnavailable(ArtifactError):
     """The backend failed (I/O error, S3 server unreachable, access denied, no such bucket)."""
 
 
-class ArtifactConfigError(ArtifactError, ValueError):
+class ArtifactConfigError(ArtifactError, BadInput):
     """The artifact store is configured wrongly (bad ``STEPLOG_ARTIFACTS_URL``) or called with bad input."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from checkpoint.artifacts.base import ArtifactStore
@@ -42,8 +40,3 @@ def open_store(url: str, *, s3_endpoint_url: str | None = None) -> ArtifactStore
         f"STEPLOG_ARTIFACTS_URL has unsupported scheme {parts.scheme!r}: use {_FORMS}, got {url!r}"
     )
 
-
-def store_from_settings(settings: Any) -> ArtifactStore:
-    """The store steplog's settings name: ``artifacts_url``, else ``<home>/artifacts`` on local disk."""
-    url = settings.artifacts_url or (Path(settings.home) / "artifacts").absolute().as_uri()
-    return open_store(url, s3_endpoint_url=settings.s3_endpoint_url)

@@ -73,13 +73,3 @@ class Reasoner(Protocol):
 
     def decide(self, context: ResearchContext) -> Decision: ...
 
-
-class ReasonerError(RuntimeError):
-    """The reasoner could not produce a decision (the model is unreachable or keeps answering badly)."""
-
-
-class InvalidDecision(ReasonerError):
-    """The model's answer does not parse, names an unknown tool, or has invalid arguments.
-
-    The research workflow sends ``str(self)`` back to the model as a correction, a bounded number
-    of times, then fails the run with it."""

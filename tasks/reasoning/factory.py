@@ -1,8 +1,12 @@
-"""Which reasoner a process uses, from plain settings values (tasks/ does not import workers/)."""
+"""Which reasoner a process uses: the LLM one when an endpoint is configured, else the offline one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import SecretStr
 
 from tasks.reasoning.base import Reasoner
 
@@ -10,16 +14,28 @@ from tasks.reasoning.base import Reasoner
 AGENT_TOOLS = ("search_corpus", "read_document", "fetch_url", "save_note", "search_memory")
 
 
-def make_reasoner(settings: Any, tools: Any) -> Reasoner:
-    if settings.effective_reasoner == "llm":
+@dataclass(frozen=True)
+class LLMConfig:
+    """An OpenAI-compatible chat endpoint (built from ``STEPLOG_LLM_*`` by ``workers.wiring``)."""
+
+    base_url: str
+    model: str
+    api_key: SecretStr | None = None
+    timeout: float = 120.0
+    max_retries: int = 4
+    retry_seconds: float = 240.0
+
+
+def make_reasoner(llm: LLMConfig | None, tools: Iterable[Any]) -> Reasoner:
+    """The LLM reasoner over ``tools`` (the agent's subset) when ``llm`` is given, else the offline one."""
+    if llm is not None:
         from tasks.reasoning.llm import LLMReasoner
         from tasks.reasoning.toolspec import tool_specs
 
         specs = tool_specs([t for t in tools if t.name in AGENT_TOOLS])
         return LLMReasoner(
-            settings.llm_base_url, settings.llm_model, settings.llm_api_key, specs,
-            timeout=settings.llm_timeout_seconds, max_retries=settings.llm_max_retries,
-            retry_seconds=settings.llm_retry_seconds,
+            llm.base_url, llm.model, llm.api_key, specs,
+            timeout=llm.timeout, max_retries=llm.max_retries, retry_seconds=llm.retry_seconds,
         )
     from tasks.reasoning.offline import OfflineReasoner
 

@@ -15,7 +15,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from tasks.reasoning.base import Decision, FinalReport, ResearchContext
-from tasks.reasoning.openai_client import ChatClient, ChatResponse, LLMEndpointError
+from tasks.reasoning.errors import LLMEndpointError
+from tasks.reasoning.openai_client import ChatClient, ChatResponse
 from tasks.reasoning.prompt import FINAL_REPORT, MAX_RESULT_CHARS, build_messages, tool_definitions
 from tasks.reasoning.reply import InvalidModelReply, parse_reply, parse_usage
 from tasks.reasoning.toolspec import ToolSpec

@@ -20,24 +20,13 @@ from pydantic import SecretStr
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_before_delay
 from tenacity import wait_random_exponential
 
-from tasks.reasoning.base import ReasonerError
+from tasks.reasoning.errors import LLMEndpointError
 
 log = logging.getLogger(__name__)
 
 # As the OpenAI SDK: request timeout, lock conflict, rate limit and server errors may pass.
 _RETRY_STATUS = {408, 409, 429}
 _MAX_DETAIL = 500
-
-
-class LLMEndpointError(ReasonerError):
-    """The endpoint did not answer usefully: refused the request (4xx), or kept failing (429, 5xx,
-    timeouts, connection errors) through every retry. ``status`` is the last HTTP status, if any;
-    ``retryable`` says whether trying again later might work (False for e.g. a bad key)."""
-
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retryable = retryable
 
 
 class _Transient(Exception):

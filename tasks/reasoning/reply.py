@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from tasks.reasoning.base import FinalReport, InvalidDecision, ToolCall
+from tasks.reasoning.base import FinalReport, ToolCall
+from tasks.reasoning.errors import InvalidDecision
 from tasks.reasoning.citations import parse_citation
 from tasks.reasoning.prompt import FINAL_REPORT
 from tasks.reasoning.toolspec import ToolSpec

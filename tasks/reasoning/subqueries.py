@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from tools.corpus import query_terms
-from tools.corpus_text import QUESTION_NOISE, STOP_WORDS
+from tools.corpus.text import QUESTION_NOISE, STOP_WORDS
 
 MAX_SUBQUERIES = 4
 

@@ -53,7 +53,7 @@ class ToolSpec:
 
 
 def tool_specs(tools: Iterable[Any]) -> list[ToolSpec]:
-    """Specs of tools that have ``name``, ``description`` and ``input_model`` (e.g. a tool ``Registry``)."""
+    """Specs of tools that have ``name``, ``description`` and ``input_model`` (e.g. a tool ``ToolRegistry``)."""
     specs = []
     for t in tools:
         try:

@@ -16,7 +16,8 @@ import signal
 from typing import Any
 
 from checkpoint.artifacts import is_pointer_json, offload, resolve
-from tasks.reasoning.base import FinalReport, InvalidDecision, Observation, ResearchContext, ToolCall
+from tasks.reasoning.base import FinalReport, Observation, ResearchContext, ToolCall
+from tasks.reasoning.errors import InvalidDecision
 from tasks.reasoning.report import compose
 from tasks.research import decisions
 from tasks.research.inputs import ResearchInput

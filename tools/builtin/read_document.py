@@ -37,7 +37,7 @@ def read_document(ctx: ToolContext, args: ReadInput) -> ReadOutput:
     """Read a corpus document: its passages in order, each with the ordinal that cites it."""
     # Imported on use, like search_corpus: the other tools work without the corpus module.
     from tools import corpus
-    from tools.corpus_errors import CorpusStorageError, DocumentNotFound, UnknownCorpus
+    from tools.corpus.errors import CorpusStorageError, DocumentNotFound, UnknownCorpus
 
     try:
         doc = corpus.get_document(ctx.engine, args.corpus, args.doc_id)

@@ -6,9 +6,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from tools.builtin.research_tables import notes
 from tools.declaration import Effect, ToolContext, tool
 from tools.errors import PermanentToolError, TransientToolError
-from tools.ledger_table import notes
 
 
 class NoteInput(BaseModel):

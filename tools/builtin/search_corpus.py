@@ -33,7 +33,7 @@ def search_corpus(ctx: ToolContext, args: SearchInput) -> SearchOutput:
     """Search the research corpus; returns the best passages with their document ids and titles."""
     # Imported on use: the other tools work without the corpus module.
     from tools import corpus
-    from tools.corpus_errors import CorpusStorageError, UnknownCorpus
+    from tools.corpus.errors import CorpusStorageError, UnknownCorpus
 
     try:
         hits = corpus.search(ctx.engine, args.query, corpus=args.corpus, limit=args.limit)

@@ -12,7 +12,7 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-# Frozen copy of tools.corpus_tables.PASSAGE_TSV: a migration must not change when the code does.
+# Frozen copy of tools.corpus.tables.PASSAGE_TSV: a migration must not change when the code does.
 PASSAGE_TSV = (
     "setweight(to_tsvector('english'::regconfig, heading), 'A'::\"char\") || "
     "setweight(to_tsvector('english'::regconfig, "

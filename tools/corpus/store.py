@@ -12,16 +12,16 @@ from sqlalchemy import Connection, Engine, TextClause
 from sqlalchemy.exc import SQLAlchemyError
 
 from checkpoint.queries import load
-from tools.corpus_errors import CorpusKindMismatch, CorpusStorageError, DocumentNotFound, UnknownCorpus
-from tools.corpus_tables import corpus_docs, corpus_passages
-from tools.corpus_text import split_passages
+from tools.corpus.errors import CorpusKindMismatch, CorpusStorageError, DocumentNotFound, UnknownCorpus
+from tools.corpus.tables import corpus_docs, corpus_passages
+from tools.corpus.text import split_passages
 
 # Rows per INSERT statement: big enough to amortise round trips, small enough for one message.
 _BATCH = 2000
 
 
 def _q() -> dict[str, TextClause]:
-    return load(Path(__file__).with_name("corpus.sql"))
+    return load(Path(__file__).with_name("queries.sql"))
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """Gather the docstrings of standard-library modules: run as a child process, stdlib only.
 
-    python -I -S stdlib_harvest.py [--timeout=SECONDS] [--path=DIR ...] MODULE[=DISPLAY_NAME] ...
+    python -I -S harvest.py [--timeout=SECONDS] [--path=DIR ...] MODULE[=DISPLAY_NAME] ...
 
 For each module it writes JSON lines to its standard output: ``{"start": name}``, then one
 ``{"doc": {...}}`` per documented module, class, function, method or property, then
 ``{"end": name}`` or ``{"failed": name, "error": "..."}``. Whatever the imported modules print goes to
-/dev/null, so a chatty import cannot corrupt the stream. The parent (``tools.corpus_build``) runs it
+/dev/null, so a chatty import cannot corrupt the stream. The parent (``tools.corpus.build``) runs it
 with ``-I -S``: no site-packages and no current directory on ``sys.path``, so only the standard library
 is imported, and a module that crashes or hangs the interpreter costs that module alone (the parent
 restarts the child with the rest of its list).

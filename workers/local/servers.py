@@ -12,12 +12,11 @@ Everything lives under ``{home}/services/``: the Postgres data directory, the Re
 logs, pid files and the chosen ports (``ports.json``). Postgres refuses to run as root, so as root it
 runs as the system user ``steplog`` (created on first use).
 
-``python -m workers.services up|down|status`` works without the CLI (the test command uses it).
+``python -m workers.local up|down|status`` works without the rest of steplog (the test command uses it).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import importlib.util
@@ -28,11 +27,8 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
-import sys
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +37,8 @@ import psutil
 import psycopg
 import redis
 
-from workers.settings import Settings
+from workers.local.errors import ServerNotFound, ServiceError, ServiceStartError
+from workers.local.procs import free_port, port_free, process_named, read_pid, tail, wait_gone, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +47,6 @@ SERVICES = ("postgres", "redis")
 DATABASE = "steplog"
 RUN_AS_ROOT_USER = "steplog"
 START_TIMEOUT = 30.0
-
-
-class ServiceError(RuntimeError):
-    """A local service could not be found, started, stopped or reached."""
-
-
-class ServerNotFound(ServiceError):
-    """No server binary for a local service: neither its pip package nor a binary on the machine."""
-
-
-class ServiceStartError(ServiceError):
-    """A local server did not start or did not answer in time; the message names its log file."""
 
 
 @dataclass(frozen=True)
@@ -126,70 +111,6 @@ def find_redis_server() -> Path:
     )
 
 
-# --- small helpers -----------------------------------------------------------------------------
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # As the servers do: a port a stopped server left in TIME_WAIT is free for them.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        first = path.read_text().split("\n", 1)[0].strip()
-    except FileNotFoundError:
-        return None
-    return int(first) if first.isdigit() else None
-
-
-def _process_named(pid: int | None, names: Iterable[str]) -> psutil.Process | None:
-    """The live process ``pid`` if it is one of ``names`` (a pid file can outlive its process and its
-    number be reused by an unrelated one)."""
-    if pid is None:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        name = proc.name()
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-    return proc if any(n in name for n in names) else None
-
-
-def _gone(proc: psutil.Process) -> bool:
-    try:
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
-    """Wait until ``proc`` has exited. A zombie counts as exited: the server is no child of ours, and
-    whoever adopts it (PID 1 in a container) may be slow to reap it."""
-    return _wait_until(lambda: _gone(proc), timeout)
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return "(no log written)"
-    return "\n".join(text[-lines:])
-
-
 def _postgres_answers(port: int, timeout: float = 2.0) -> bool:
     try:
         with psycopg.connect(
@@ -209,16 +130,6 @@ def _redis_answers(port: int, timeout: float = 1.0) -> bool:
         return False
     finally:
         client.close()
-
-
-def _wait_until(check, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
 
 
 # --- the services ------------------------------------------------------------------------------
@@ -291,10 +202,10 @@ class LocalServices:
         else any free port (another home's services, or another program, may hold the default)."""
         stored = self._stored_ports().get(service)
         for port in (stored, DEFAULT_PORTS[service]):
-            if port is not None and _port_free(port):
+            if port is not None and port_free(port):
                 break
         else:
-            port = _free_port()
+            port = free_port()
         if port != stored:
             self._store_port(service, port)
         return port
@@ -385,7 +296,7 @@ class LocalServices:
     # -- Postgres --
 
     def _postgres_process(self) -> psutil.Process | None:
-        return _process_named(_read_pid(self.pgdata / "postmaster.pid"), ("postgres",))
+        return process_named(read_pid(self.pgdata / "postmaster.pid"), ("postgres",))
 
     def _run_pg(self, exe: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
         user = self._pg_user()
@@ -459,10 +370,10 @@ class LocalServices:
         if proc is None:
             self._postgres_start()
             port = self.ports()["postgres"]
-        elif not _wait_until(lambda: _postgres_answers(port), self.start_timeout):
+        elif not wait_until(lambda: _postgres_answers(port), self.start_timeout):
             raise ServiceStartError(
                 f"PostgreSQL (pid {proc.pid}, {self.pgdata}) runs but does not answer on 127.0.0.1:{port} "
-                f"within {self.start_timeout:.0f} s; its log {self.pg_log} ends:\n{_tail(self.pg_log)}"
+                f"within {self.start_timeout:.0f} s; its log {self.pg_log} ends:\n{tail(self.pg_log)}"
             )
         self._create_database(port)
 
@@ -501,10 +412,10 @@ class LocalServices:
             "pg_ctl", "start", "-D", str(self.pgdata), "-l", str(self.pg_log), "-o", options,
             "-w", "-t", str(int(self.start_timeout)), timeout=self.start_timeout + 10,
         )  # fmt: skip
-        if done.returncode != 0 or not _wait_until(lambda: _postgres_answers(port), self.start_timeout):
+        if done.returncode != 0 or not wait_until(lambda: _postgres_answers(port), self.start_timeout):
             raise ServiceStartError(
                 f"PostgreSQL ({self.postgres_bin}) did not start on 127.0.0.1:{port}: "
-                f"{(done.stderr or done.stdout).strip()}\nits log {self.pg_log} ends:\n{_tail(self.pg_log)}"
+                f"{(done.stderr or done.stdout).strip()}\nits log {self.pg_log} ends:\n{tail(self.pg_log)}"
             )
         log.info("PostgreSQL up on 127.0.0.1:%d (data %s)", port, self.pgdata)
 
@@ -523,21 +434,21 @@ class LocalServices:
         done = self._run_pg("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", timeout=40)
         if done.returncode != 0 and proc.is_running():
             raise ServiceError(f"PostgreSQL (pid {proc.pid}) did not stop: {done.stderr.strip()}; see {self.pg_log}")
-        _wait_gone(proc, 10)
+        wait_gone(proc, 10)
 
     # -- Redis --
 
     def _redis_process(self) -> psutil.Process | None:
-        return _process_named(_read_pid(self.redis_pidfile), ("valkey", "redis"))
+        return process_named(read_pid(self.redis_pidfile), ("valkey", "redis"))
 
     def _redis_up(self) -> None:
         proc = self._redis_process()
         port = self.ports()["redis"]
         if proc is not None:
-            if not _wait_until(lambda: _redis_answers(port), self.start_timeout):
+            if not wait_until(lambda: _redis_answers(port), self.start_timeout):
                 raise ServiceStartError(
                     f"Redis (pid {proc.pid}) runs but does not answer on 127.0.0.1:{port} within "
-                    f"{self.start_timeout:.0f} s; its log {self.redis_log} ends:\n{_tail(self.redis_log)}"
+                    f"{self.start_timeout:.0f} s; its log {self.redis_log} ends:\n{tail(self.redis_log)}"
                 )
             return
         self.redis_pidfile.unlink(missing_ok=True)
@@ -556,10 +467,10 @@ class LocalServices:
             )  # fmt: skip
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ServiceStartError(f"could not run {self.redis_server}: {exc}") from exc
-        if done.returncode != 0 or not _wait_until(lambda: _redis_answers(port), self.start_timeout):
+        if done.returncode != 0 or not wait_until(lambda: _redis_answers(port), self.start_timeout):
             raise ServiceStartError(
                 f"Redis ({self.redis_server}) did not start on 127.0.0.1:{port}: {(done.stderr or done.stdout).strip()}"
-                f"\nits log {self.redis_log} ends:\n{_tail(self.redis_log)}"
+                f"\nits log {self.redis_log} ends:\n{tail(self.redis_log)}"
             )
         log.info("Redis up on 127.0.0.1:%d (%s)", port, self.redis_server)
 
@@ -570,72 +481,7 @@ class LocalServices:
             return
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGTERM)
-            if not _wait_gone(proc, 10):
+            if not wait_gone(proc, 10):
                 proc.kill()
-                _wait_gone(proc, 5)
+                wait_gone(proc, 5)
         self.redis_pidfile.unlink(missing_ok=True)
-
-
-# --- one rule for every entry point ------------------------------------------------------------
-
-
-def resolve_urls(settings: Settings, *, start: bool = True) -> Settings:
-    """``settings`` with unset ``database_url`` / ``broker_url`` / ``redis_url`` filled in: an explicit
-    ``STEPLOG_*_URL`` wins, else the local services under ``settings.home`` (started here when ``start``).
-
-    An unset ``redis_url`` follows a Redis broker set explicitly, as the settings document.
-    """
-    need = set()
-    if settings.database_url is None:
-        need.add("postgres")
-    if settings.broker_url is None:
-        need.add("redis")
-    redis_url = settings.redis_url
-    if redis_url is None and settings.broker_url is not None and settings.broker_is_redis:
-        redis_url = settings.broker_url
-    if redis_url is None:
-        need.add("redis")
-    if not need:
-        return settings if redis_url == settings.redis_url else settings.model_copy(update={"redis_url": redis_url})
-    services = LocalServices(settings.home)
-    urls = services.up(sorted(need)) if start else services.urls()
-    return settings.model_copy(
-        update={
-            "database_url": settings.database_url or urls.database_url,
-            "broker_url": settings.broker_url or urls.broker_url,
-            "redis_url": redis_url or urls.redis_url,
-        }
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m workers.services up [--env] | down | status`` for ``STEPLOG_HOME``; status prints
-    JSON and exits 3 when a service does not answer."""
-    parser = argparse.ArgumentParser(prog="python -m workers.services", description=main.__doc__)
-    parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--home", default=os.environ.get("STEPLOG_HOME", ".steplog"), help="data directory")
-    parser.add_argument("--env", action="store_true", help="up: print the URLs as STEPLOG_*_URL=... lines")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    services = LocalServices(args.home)
-    try:
-        if args.command == "up":
-            urls = services.up()
-            if args.env:
-                print("\n".join(f"{k}={v}" for k, v in urls.as_env().items()))
-            else:
-                print(json.dumps(asdict(urls), indent=2))
-        elif args.command == "down":
-            services.down()
-        else:
-            report = services.status()
-            print(json.dumps(report, indent=2))
-            return 0 if all(report[s]["answers"] for s in SERVICES) else 3
-    except ServiceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,8 +19,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from tools import corpus_build, corpus_files, corpus_store
-from tools.corpus_errors import (
+from tools.corpus import build, files, store
+from tools.corpus.errors import (
     CorpusBuildError,
     CorpusError,
     CorpusKindMismatch,
@@ -29,8 +29,8 @@ from tools.corpus_errors import (
     UnknownCorpus,
     UnsupportedFile,
 )
-from tools.corpus_store import BuildStats, corpora, corpus_exists, get_document, get_passage
-from tools.corpus_text import extract_sentences, query_groups, query_terms, split_sentences
+from tools.corpus.store import BuildStats, corpora, corpus_exists, get_document, get_passage
+from tools.corpus.text import extract_sentences, query_groups, query_terms, split_sentences
 
 __all__ = [
     "BuildStats",
@@ -67,12 +67,12 @@ def build_stdlib(engine: Engine, *, name: str = STDLIB, processes: int | None = 
     :class:`CorpusKindMismatch` if ``name`` is a corpus of added files.
     """
     started = time.monotonic()
-    modules = corpus_build.stdlib_modules()
-    records, failed = corpus_build.harvest(modules, processes=processes)
-    docs = corpus_build.documents(records)
+    modules = build.stdlib_modules()
+    records, failed = build.harvest(modules, processes=processes)
+    docs = build.documents(records)
     if not docs:
         raise CorpusBuildError(f"no documentation gathered from {len(modules)} modules: {dict(list(failed.items())[:5])}")
-    passages = corpus_store.replace_corpus(engine, name, "stdlib", docs)
+    passages = store.replace_corpus(engine, name, "stdlib", docs)
     return BuildStats(
         corpus=name,
         documents=len(docs),
@@ -103,9 +103,9 @@ def add_files(
     if not corpus or not corpus.strip():
         raise ValueError("corpus name must not be empty")
     started = time.monotonic()
-    docs = corpus_files.read_documents(paths, root=root)
-    passages = corpus_store.upsert_documents(engine, corpus, "files", docs)
-    total_docs, total_passages = corpus_store.corpus_counts(engine, corpus)
+    docs = files.read_documents(paths, root=root)
+    passages = store.upsert_documents(engine, corpus, "files", docs)
+    total_docs, total_passages = store.corpus_counts(engine, corpus)
     return BuildStats(
         corpus=corpus,
         documents=len(docs),
@@ -148,7 +148,7 @@ def search(
         if not corpus_exists(engine, corpus):
             raise UnknownCorpus(corpus, corpora(engine))
         return []
-    return corpus_store.search_passages(
+    return store.search_passages(
         engine,
         corpus,
         all_query=_tsquery(groups, "&"),

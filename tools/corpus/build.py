@@ -1,6 +1,6 @@
 """Gathering the standard library's documentation: which modules, read in guarded child processes.
 
-Each child (``tools/stdlib_harvest.py``) runs in an isolated interpreter (``-I -S``) and imports
+Each child (``tools/corpus/harvest.py``) runs in an isolated interpreter (``-I -S``) and imports
 its share of the modules one after another. A module that crashes, exits or hangs the child loses
 only itself: the parent notes it as failed and starts a new child for the rest of the list.
 """
@@ -19,10 +19,10 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tools.corpus_store import Document
-from tools.corpus_text import identifier_words, vocabulary
+from tools.corpus.store import Document
+from tools.corpus.text import identifier_words, vocabulary
 
-HARVESTER = Path(__file__).with_name("stdlib_harvest.py")
+HARVESTER = Path(__file__).with_name("harvest.py")
 
 # A child silent for this long (no module finished) is killed and its current module marked failed.
 MODULE_SECONDS = 30.0

@@ -1,11 +1,12 @@
-"""The research corpus's exceptions: one subtree under :class:`CorpusError`."""
+"""The research corpus's exceptions: one subtree under :class:`CorpusError`, itself under steplog's
+error root :class:`checkpoint.errors.SteplogError`."""
 
 from __future__ import annotations
 
-from checkpoint.db import DatabaseError
+from checkpoint.errors import SteplogError, StorageError
 
 
-class CorpusError(Exception):
+class CorpusError(SteplogError):
     """Anything the research corpus refuses or fails to do."""
 
 
@@ -25,14 +26,18 @@ class DocumentNotFound(CorpusError, LookupError):
 class UnsupportedFile(CorpusError, ValueError):
     """A file add_files cannot read: an unknown extension, not UTF-8, or missing."""
 
+    exit_code = 2
+
 
 class CorpusKindMismatch(CorpusError, ValueError):
     """An operation meant for one kind of corpus (stdlib, files) was asked of the other."""
+
+    exit_code = 2
 
 
 class CorpusBuildError(CorpusError):
     """The standard-library documentation could not be gathered at all."""
 
 
-class CorpusStorageError(CorpusError, DatabaseError):
+class CorpusStorageError(CorpusError, StorageError):
     """Postgres failed while reading or writing the corpus."""

@@ -9,17 +9,18 @@ from pydantic import ValidationError
 
 from tasks import countdown
 from tasks.research import workflow as research
-from tasks.workflow import InvalidInput, UnknownWorkflow, Workflow
+from tasks.errors import InvalidInput, UnknownWorkflow
+from tasks.workflow import Workflow
 
 BUILTIN: tuple[Workflow, ...] = (countdown.WORKFLOW, research.WORKFLOW)
 
 
-class Registry:
+class WorkflowRegistry:
     def __init__(self, workflows: tuple[Workflow, ...] | list[Workflow]) -> None:
         self._by_name = {wf.name: wf for wf in workflows}
 
     @classmethod
-    def load(cls, modules: list[str] = ()) -> Registry:
+    def load(cls, modules: list[str] = ()) -> WorkflowRegistry:
         """Built-ins, then each module's ``WORKFLOWS`` list (how users add their own)."""
         found = list(BUILTIN)
         for name in modules:

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from html.parser import HTMLParser
 from pathlib import Path
 
-from tools.corpus_errors import UnsupportedFile
-from tools.corpus_store import Document
-from tools.corpus_text import identifier_words
+from tools.corpus.errors import UnsupportedFile
+from tools.corpus.store import Document
+from tools.corpus.text import identifier_words
 
 MARKDOWN = frozenset({".md", ".markdown"})
 TEXT = frozenset({".txt", ".text", ".rst"})

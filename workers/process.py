@@ -17,24 +17,19 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import Engine
 
-from checkpoint import liveness, runs
+from checkpoint import heartbeat, runs
 from checkpoint.db import after_fork, make_engine
-from checkpoint.liveness import Dispatch
-from checkpoint.steps import Worker
-from tasks.registry import Registry
-from tasks.services import StepServices
-from tasks.step import StepPolicy, StepRunner
+from checkpoint.heartbeat import Heartbeat
+from checkpoint.recovery import Sweeper
+from checkpoint.steps import Dispatch, Worker
+from tasks.runner import StepRunner
+from tasks.step import STEP_TASK, step_task_id
+from tasks.workflow_registry import WorkflowRegistry
+from workers import wiring
 from workers.celeryconfig import step_priority
-from workers.liveness import Heartbeat, Sweeper
 from workers.settings import Settings
 
-log = logging.getLogger("steplog.runtime")
-
-STEP_TASK = "steplog.step"
-
-
-def step_task_id(run_id: str, seq: int) -> str:
-    return f"{run_id}:{seq}"
+log = logging.getLogger("steplog.process")
 
 
 class _BufferedPublish:
@@ -47,12 +42,14 @@ class _BufferedPublish:
         self.dispatcher.send(type_, **fields)
 
 
-class Runtime:
+class ProcessRuntime:
+    """A process's engine, workflows, identity, heartbeat, sweeper and publisher (``app.steplog``)."""
+
     def __init__(self, settings: Settings, app: Celery) -> None:
         self.settings = settings
         self.app = app
         self.node_name = f"cli@{socket.gethostname()}"
-        self.registry = Registry.load(settings.workflow_module_list)
+        self.registry = WorkflowRegistry.load(settings.workflow_module_list)
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._engine: Engine | None = None
@@ -91,7 +88,7 @@ class Runtime:
                 if self._worker is None:
                     pid = os.getpid()
                     me = Worker(f"{self.node_name}:{pid}:{secrets.token_hex(4)}", self.node_name, pid)
-                    liveness.register(self.engine, me.owner, me.name, me.pid)
+                    heartbeat.register(self.engine, me)
                     self._heartbeat = Heartbeat(self.engine, me, self.settings.heartbeat_seconds)
                     self._heartbeat.start()
                     self._worker = me
@@ -100,38 +97,13 @@ class Runtime:
     def runner(self) -> StepRunner:
         self._check_pid()
         if self._runner is None:
-            policy = StepPolicy(
-                lease_seconds=self.settings.lease_seconds,
-                step_time_limit=self.settings.step_time_limit,
-                max_attempts=self.settings.max_attempts,
-                retry_backoff_seconds=self.settings.retry_backoff_seconds,
-                redispatch_seconds=self.settings.redispatch_seconds,
-                fault_after_commit=self.settings.fault_after_commit,
-            )
             self._runner = StepRunner(
-                self.engine, self.registry, policy, self.worker, self.publish, services=self.services,
+                self.engine, self.registry, wiring.step_policy(self.settings), self.worker, self.publish,
+                # A factory, called when a step first needs it: a broken deployment fails attempts.
+                services=lambda: wiring.step_services(self.settings, self.engine),
                 on_commit_failure=lambda claim: self._heartbeat and self._heartbeat.release_later(claim),
             )
         return self._runner
-
-    def services(self) -> StepServices:
-        from tools.config import ToolConfig
-        from tools.registry import builtin_registry
-
-        from checkpoint.artifacts import store_from_settings
-        from checkpoint.hotcache import HotCache
-        from tasks.reasoning.factory import make_reasoner
-
-        tools = builtin_registry()
-        return StepServices(
-            self.engine, tools, ToolConfig.from_settings(self.settings),
-            artifacts=store_from_settings(self.settings), reasoner=make_reasoner(self.settings, tools),
-            max_corrections=self.settings.llm_max_corrections, inline_limit=self.settings.inline_limit,
-            fault_after_decision=self.settings.fault_after_decision,
-            hot_cache=HotCache.from_url(self.settings.redis_url, self.settings.hot_ttl_seconds) if self.settings.redis_url else None,
-            budget_tokens=self.settings.context_budget_tokens, tail_limit=self.settings.context_tail_limit,
-            summary_every_steps=self.settings.summary_every_steps,
-        )
 
     def start_sweeper(self) -> None:
         self._check_pid()

@@ -1,0 +1,104 @@
+"""How a lost step comes back: the sweeper every worker runs, and what it sweeps for.
+
+A step is lost in one of two ways, and Postgres, not the broker, notices both:
+- **its worker died mid-step** (or overran its deadline): the lease's owner stopped heart-beating
+  (:mod:`checkpoint.heartbeat`), so :func:`sweep_lost_leases` releases the lease, records the attempt as
+  lost (or timed out) and queues the step again, ahead of ordinary steps;
+- **its dispatch never reached a worker**: an outbox row that is due and not known to be in flight
+  (never published, promised by a process that died before publishing, or published so long ago that
+  the broker must have lost it) is taken by :func:`sweep_outbox` and published again.
+
+Recovery re-dispatches, it never executes: the step runs wherever the broker delivers it, through the
+same fenced claim as any other step, so a step re-sent by mistake is harmless (its claim finds the
+step taken or done). Every worker sweeps; ``FOR UPDATE SKIP LOCKED`` hands each lost step to one
+sweeper, so there is no leader to elect and nothing to fail over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+
+from checkpoint.db import soft
+from checkpoint.queries import EVENT_LOG, load
+from checkpoint.steps import Dispatch
+
+Q = load(EVENT_LOG)
+log = logging.getLogger("steplog.recovery")
+
+#: How often a sweeper deletes liveness rows of processes silent for an hour (seconds).
+FORGET_EVERY = 300.0
+
+
+def sweep_lost_leases(engine: Engine, owner: str, *, lease_seconds: float) -> list[Dispatch]:
+    """Release the leases of dead or overrunning attempts and queue their steps for ``owner`` to publish."""
+    with soft(engine).begin() as conn:
+        rows = conn.execute(Q["sweep_lost_leases"], dict(owner=owner, lease_seconds=lease_seconds)).all()
+    return [Dispatch(r.run_id, r.seq, r.workflow) for r in rows]
+
+
+def sweep_outbox(
+    engine: Engine, owner: str, *, lease_seconds: float, redispatch_seconds: float, run_id: str | None = None
+) -> list[Dispatch]:
+    """Take the due dispatches that look lost (all runs, or one) for ``owner`` to publish."""
+    with soft(engine).begin() as conn:
+        rows = conn.execute(
+            Q["sweep_outbox"],
+            dict(owner=owner, lease_seconds=lease_seconds, redispatch_seconds=redispatch_seconds, run_id=run_id),
+        ).all()
+    return [Dispatch(r.run_id, r.seq, r.workflow) for r in rows]
+
+
+def forget_dead(engine: Engine) -> None:
+    """Delete liveness rows of processes silent for an hour; their leases were taken over long ago."""
+    with soft(engine).begin() as conn:
+        conn.execute(Q["forget_procs"])
+
+
+class Sweeper(threading.Thread):
+    """Every ``interval`` seconds: re-dispatch the steps of dead workers, then lost or due dispatches.
+
+    Runs in each worker's main process (not per pool child); any number of them sweep at once.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        owner: Callable[[], str],
+        publish: Callable[[Dispatch, str | None], None],
+        *,
+        interval: float,
+        lease_seconds: float,
+        redispatch_seconds: float,
+    ) -> None:
+        super().__init__(name="steplog-sweeper", daemon=True)
+        self.engine, self.owner, self.publish = engine, owner, publish
+        self.interval, self.lease_seconds, self.redispatch_seconds = interval, lease_seconds, redispatch_seconds
+        self.stopping = threading.Event()
+        self._last_forget = time.monotonic()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            try:
+                self.sweep()
+            except Exception as exc:
+                log.warning("sweep failed: %s", exc)
+
+    def sweep(self) -> list[Dispatch]:
+        owner = self.owner()
+        found = sweep_lost_leases(self.engine, owner, lease_seconds=self.lease_seconds)
+        for d in found:
+            log.info("step %s of run %s lost its worker; dispatching it again", d.seq, d.run_id)
+        due = sweep_outbox(
+            self.engine, owner, lease_seconds=self.lease_seconds, redispatch_seconds=self.redispatch_seconds
+        )
+        for d in found + due:
+            self.publish(d, None)
+        if time.monotonic() - self._last_forget > FORGET_EVERY:
+            self._last_forget = time.monotonic()
+            forget_dead(self.engine)
+        return found + due

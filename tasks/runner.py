@@ -1,0 +1,241 @@
+"""What one step does: claim step ``seq`` of a run, run it once, commit, dispatch the next.
+
+Any message may arrive twice, late, or after another worker took the step over; every path below
+ends in a state the schema vouches for, never in an assumption about process memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from checkpoint import recovery, runs, steps
+from checkpoint.artifacts import is_pointer_json, offload, resolve
+from checkpoint.jsonutil import dumps
+from checkpoint.steps import Claim, Dispatch, Worker
+from tasks import logcontext
+from tasks.workflow_registry import WorkflowRegistry
+from tasks.timeout import StepTimeout, time_limit
+from tasks.errors import FailRun
+from tasks.workflow import Continue, Finish, StepContext
+
+log = logging.getLogger("steplog.step")
+
+MAX_BACKOFF = 60.0
+
+
+@dataclass(frozen=True)
+class StepPolicy:
+    """The settings a step obeys (plain values, so tasks/ does not import the settings module)."""
+
+    lease_seconds: float
+    step_time_limit: float
+    max_attempts: int
+    retry_backoff_seconds: float
+    redispatch_seconds: float = 30.0
+    fault_after_commit: bool = False
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+class StepRunner:
+    """Runs one step of any run; holds no run state between calls."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        registry: WorkflowRegistry,
+        policy: StepPolicy,
+        worker: Callable[[], Worker],
+        publish: Callable[[Dispatch, str | None], None],
+        *,
+        services: Any = None,
+        on_commit_failure: Callable[[Claim], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.policy = policy
+        self.worker = worker  # the current process's identity (differs per pool child)
+        self.publish = publish
+        # An object, or a factory called when a step first needs it: a broken deployment (a tool
+        # module that fails to import) is then a failed attempt, counted and bounded, not a loop.
+        self._services = services
+        self.on_commit_failure = on_commit_failure
+
+    @property
+    def services(self) -> Any:
+        if callable(self._services):
+            self._services = self._services()
+        return self._services
+
+    def run(self, run_id: str, seq: int) -> str:
+        """Execute step ``seq`` of ``run_id``; returns what happened, for logs and tests."""
+        me = self.worker()
+        logcontext.update(run_id=run_id, seq=seq, worker=me.name)
+        deadline = self.policy.step_time_limit + self.policy.lease_seconds
+        claim = steps.claim(self.engine, run_id, seq, me, deadline=deadline, lease_seconds=self.policy.lease_seconds)
+        if claim is None:
+            return self._not_claimed(run_id, seq, me)
+        logcontext.update(attempt=claim.attempt)
+        if claim.attempt > self.policy.max_attempts:
+            return self._exhausted(claim, me)
+        return self._execute(claim, me)
+
+    # -- a message that finds nothing to do -------------------------------------------------------
+
+    def _not_claimed(self, run_id: str, seq: int, me: Worker) -> str:
+        pos = steps.position(self.engine, run_id, lease_seconds=self.policy.lease_seconds)
+        if pos is None:
+            log.warning("step %s of unknown run %s dropped", seq, run_id)
+            return "unknown_run"
+        if pos.status in ("succeeded", "failed", "cancelled"):
+            return "finished"
+        if pos.next_seq > seq:
+            # A duplicate of a step already written: make sure its successor is on its way, by
+            # re-sending it only if its dispatch looks lost (the sweeper's rule, for this run).
+            for dispatch in recovery.sweep_outbox(
+                self.engine, me.owner, lease_seconds=self.policy.lease_seconds,
+                redispatch_seconds=self.policy.redispatch_seconds, run_id=run_id,
+            ):
+                self.publish(dispatch, None)
+            return "duplicate"
+        if pos.cancel_requested_by and pos.lease_free:
+            runs.finalize_cancel(self.engine, run_id, worker=me.name, lease_seconds=self.policy.lease_seconds)
+            return "cancelled"
+        if not pos.lease_free:
+            return "busy"  # a live worker holds this step; if it dies, the sweeper re-dispatches
+        log.warning("step %s of run %s is ahead of the run (next is %s); dropped", seq, run_id, pos.next_seq)
+        return "early"
+
+    def _exhausted(self, claim: Claim, me: Worker) -> str:
+        error = {
+            "type": "AttemptsExhausted",
+            "message": (
+                f"step {claim.seq} was started {claim.attempt - 1} times without finishing "
+                f"(limit STEPLOG_MAX_ATTEMPTS={self.policy.max_attempts}); see its attempts"
+            ),
+        }
+        steps.fail(self.engine, claim, me, error=error)
+        log.error("run %s failed: %s", claim.run_id, error["message"])
+        return "failed"
+
+    # -- large checkpoints live in the artifact store, events keep a pointer -------------------------
+
+    def _offload(self, value: dict[str, Any]) -> dict[str, Any]:
+        store = getattr(self.services, "artifacts", None)
+        if store is None or len(dumps(value)) <= self.services.inline_limit:
+            return value
+        return offload(value, store=store, inline_limit=self.services.inline_limit)
+
+    def _resolve(self, value: Any) -> Any:
+        return resolve(value, store=self.services.artifacts) if is_pointer_json(value) else value
+
+    # -- the step itself ---------------------------------------------------------------------------
+
+    def _execute(self, claim: Claim, me: Worker) -> str:
+        try:
+            wf = self.registry.get(claim.workflow)
+            inp = wf.input_model.model_validate(claim.input)
+            state = self._resolve(claim.state)
+            logcontext.update(step=wf.describe(state) if wf.describe else wf.name)
+            history = self.services.load_history(claim.run_id, claim.seq - 1) if wf.history else None
+            ctx = StepContext(claim.run_id, claim.seq, claim.attempt, inp, state, me.name, me.owner, self.services,
+                              history)
+            started = time.perf_counter()
+            with time_limit(wf.time_limit or self.policy.step_time_limit):
+                outcome = wf.step(ctx)
+            step_ms = round((time.perf_counter() - started) * 1000, 3)
+        except FailRun as exc:
+            return self._fail_now(claim, me, exc)
+        except (Exception, StepTimeout) as exc:
+            return self._attempt_failed(claim, me, exc)
+
+        if isinstance(outcome, Finish):
+            kwargs = dict(
+                event_type="succeeded", state=outcome.state if outcome.state is not None else claim.state,
+                payload={**outcome.payload, "result": outcome.result}, status="succeeded", result=outcome.result,
+                extra_writes=outcome.writes,
+            )
+        elif isinstance(outcome, Continue):
+            kwargs = dict(
+                event_type=outcome.event, state=outcome.state, payload=outcome.payload, extra_writes=outcome.writes
+            )
+        else:
+            err = TypeError(f"workflow {wf.name!r} step returned {type(outcome).__name__}, not Continue or Finish")
+            return self._attempt_failed(claim, me, err)
+
+        try:
+            label = wf.describe(kwargs["state"]) if wf.describe else None  # from the state, not its pointer
+            kwargs["state"] = self._offload(kwargs["state"])
+            kwargs["payload"] = self._offload(kwargs["payload"])
+            status = steps.commit(self.engine, claim, me, step_ms=step_ms, **kwargs)
+        except SQLAlchemyError as exc:
+            log.error("commit of step %s of run %s failed: %s; handing the step back", claim.seq, claim.run_id, exc)
+            if self.on_commit_failure:
+                self.on_commit_failure(claim)
+            return "commit_failed"
+        except Exception as exc:  # e.g. a state that is not JSON: the step's fault, not the database's
+            return self._attempt_failed(claim, me, exc)
+
+        if status is None:
+            log.warning(
+                "step %s of run %s: attempt %s lost its lease before committing; result discarded",
+                claim.seq, claim.run_id, claim.attempt,
+            )
+            return "fenced"
+        try:  # Redis is a cache and a doorbell: never a reason to fail a committed step
+            self.services.progress(claim.run_id, {"seq": claim.seq, "type": kwargs["event_type"], "status": status,
+                                                  "worker": me.name, "attempt": claim.attempt})
+            if history is not None:
+                self.services.warm_history(history, claim.seq, kwargs["event_type"], kwargs["state"], kwargs["payload"])
+        except Exception as exc:
+            log.warning("hot tier not updated after step %s of run %s: %s", claim.seq, claim.run_id, exc)
+        if self.policy.fault_after_commit:
+            os.kill(os.getpid(), signal.SIGKILL)  # test hook: die between commit and publish
+        if status == "running":
+            self.publish(Dispatch(claim.run_id, claim.seq + 1, wf.name), label)
+        return status
+
+    def _fail_now(self, claim: Claim, me: Worker, exc: FailRun) -> str:
+        steps.fail(self.engine, claim, me, error=error_info(exc))
+        log.error("run %s failed at step %s: %s", claim.run_id, claim.seq, exc)
+        return "failed"
+
+    def _attempt_failed(self, claim: Claim, me: Worker, exc: BaseException) -> str:
+        try:
+            return self._record_failure(claim, me, exc)
+        except SQLAlchemyError as db_exc:
+            log.error("recording the failure of step %s of run %s failed: %s", claim.seq, claim.run_id, db_exc)
+            if self.on_commit_failure:
+                self.on_commit_failure(claim)
+            return "commit_failed"
+
+    def _record_failure(self, claim: Claim, me: Worker, exc: BaseException) -> str:
+        info = error_info(exc)
+        outcome = "timed_out" if isinstance(exc, StepTimeout) else "failed"
+        if claim.attempt >= self.policy.max_attempts:
+            steps.fail(self.engine, claim, me, error=info)
+            log.error("run %s failed at step %s after %s attempts: %s", claim.run_id, claim.seq, claim.attempt, exc)
+            return "failed"
+        delay = min(self.policy.retry_backoff_seconds * 2 ** (claim.attempt - 1), MAX_BACKOFF)
+        steps.retry(self.engine, claim, me, error=info, delay=delay, outcome=outcome)
+        log.warning(
+            "step %s of run %s attempt %s failed (%s: %s); retrying in %.1fs",
+            claim.seq, claim.run_id, claim.attempt, info["type"], exc, delay,
+        )
+        return "retrying"

@@ -1,0 +1,87 @@
+"""Settings become the lower layers' typed values here, and only here.
+
+``tasks/``, ``tools/`` and ``checkpoint/`` never see :class:`~workers.settings.Settings`: each takes
+plain values (a :class:`StepPolicy`, a :class:`ToolConfig`, an :class:`LLMConfig`, a URL). Each
+function below names every field it reads, so renaming a setting breaks here, loudly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tasks.reasoning.factory import LLMConfig
+from tasks.runner import StepPolicy
+from tools.config import ToolConfig
+from workers.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from checkpoint.artifacts import ArtifactStore
+    from checkpoint.hotcache import HotCache
+    from tasks.services import StepServices
+
+
+def step_policy(s: Settings) -> StepPolicy:
+    return StepPolicy(
+        lease_seconds=s.lease_seconds,
+        step_time_limit=s.step_time_limit,
+        max_attempts=s.max_attempts,
+        retry_backoff_seconds=s.retry_backoff_seconds,
+        redispatch_seconds=s.redispatch_seconds,
+        fault_after_commit=s.fault_after_commit,
+    )
+
+
+def tool_config(s: Settings) -> ToolConfig:
+    return ToolConfig(
+        fault_rate=s.tool_fault_rate,
+        net_allow=s.net_allow,
+        retries=s.tool_retries,
+        retry_seconds=s.tool_retry_seconds,
+        fetch_max_bytes=s.fetch_max_bytes,
+        fetch_timeout_seconds=s.fetch_timeout_seconds,
+        inline_limit=s.inline_limit,
+    )
+
+
+def llm_config(s: Settings) -> LLMConfig | None:
+    """The chat endpoint research runs ask, or None for the offline reasoner."""
+    if s.effective_reasoner != "llm":
+        return None
+    assert s.llm_base_url and s.llm_model  # the settings' own validator guarantees both
+    return LLMConfig(
+        base_url=s.llm_base_url, model=s.llm_model, api_key=s.llm_api_key,
+        timeout=s.llm_timeout_seconds, max_retries=s.llm_max_retries, retry_seconds=s.llm_retry_seconds,
+    )
+
+
+def artifact_store(s: Settings) -> ArtifactStore:
+    from checkpoint.artifacts import open_store
+
+    return open_store(s.effective_artifacts_url, s3_endpoint_url=s.s3_endpoint_url)
+
+
+def hot_cache(s: Settings) -> HotCache | None:
+    """The Redis hot tier, or None when no Redis is configured (contexts are then rebuilt from Postgres)."""
+    if not s.redis_url:
+        return None
+    from checkpoint.hotcache import HotCache
+
+    return HotCache.from_url(s.redis_url, s.hot_ttl_seconds)
+
+
+def step_services(s: Settings, engine: Engine) -> StepServices:
+    """Everything a step may use besides its checkpoint, for one process."""
+    from tasks.reasoning.factory import make_reasoner
+    from tasks.services import StepServices
+    from tools.registry import builtin_registry
+
+    tools = builtin_registry()
+    return StepServices(
+        engine, tools, tool_config(s),
+        artifacts=artifact_store(s), reasoner=make_reasoner(llm_config(s), tools),
+        max_corrections=s.llm_max_corrections, fault_after_decision=s.fault_after_decision,
+        hot_cache=hot_cache(s), budget_tokens=s.context_budget_tokens, tail_limit=s.context_tail_limit,
+        summary_every_steps=s.summary_every_steps,
+    )
