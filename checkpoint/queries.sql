@@ -1,9 +1,9 @@
 -- Every query of the event log, the outbox, leases and liveness, each under a `-- name:` header.
 -- A step costs two statements: claim_step and commit_step. Each is one round trip and one commit.
 --
--- The lease is free when nobody holds it, when its hard deadline has passed, or when its owner's
--- heartbeat is older than :lease_seconds (a missing owner counts from the lease's start). The same
--- test appears in claim_step, finalize_cancel and sweep_lost_leases; keep them identical.
+-- Whether a lease is free (nobody holds it, its hard deadline passed, or its owner stopped
+-- heart-beating for :lease_seconds) is one SQL function, steplog_lease_free, and whether a process is
+-- dead is steplog_owner_dead; both are created by migration 0006.
 
 -- name: register_proc
 INSERT INTO worker_procs (id, worker, pid) VALUES (:id, :worker, :pid)
@@ -38,9 +38,7 @@ WITH claimed AS (
          updated_at = now()
    WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.status IN ('queued', 'running')
      AND r.cancel_requested_by IS NULL
-     AND (r.lease_owner IS NULL OR r.lease_expires_at < now()
-          OR coalesce((SELECT w.heartbeat_at FROM worker_procs w WHERE w.id = r.lease_owner), r.lease_started_at)
-             < now() - (:lease_seconds * interval '1 second'))
+     AND steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds)
   RETURNING r.run_id, r.workflow, r.input, r.attempt
 ), consumed AS (
   DELETE FROM outbox o USING claimed c WHERE o.run_id = c.run_id AND o.seq = :seq
@@ -57,9 +55,7 @@ SELECT c.workflow, c.input, c.attempt, e.state
 -- name: run_position
 -- Why a claim found nothing to do: the step is done, the run is over, or a live worker holds it.
 SELECT r.status, r.next_seq, r.cancel_requested_by,
-       (r.lease_owner IS NULL OR r.lease_expires_at < now()
-        OR coalesce((SELECT w.heartbeat_at FROM worker_procs w WHERE w.id = r.lease_owner), r.lease_started_at)
-           < now() - (:lease_seconds * interval '1 second')) AS lease_free
+       steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds) AS lease_free
   FROM runs r WHERE r.run_id = :run_id
 
 -- name: commit_step
@@ -158,9 +154,7 @@ WITH adv AS (
      SET status = 'cancelled', next_seq = r.next_seq + 1, attempt = 0,
          lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
    WHERE r.run_id = :run_id AND r.status IN ('queued', 'running') AND r.cancel_requested_by IS NOT NULL
-     AND (r.lease_owner IS NULL OR r.lease_expires_at < now()
-          OR coalesce((SELECT w.heartbeat_at FROM worker_procs w WHERE w.id = r.lease_owner), r.lease_started_at)
-             < now() - (:lease_seconds * interval '1 second'))
+     AND steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds)
   RETURNING r.run_id, r.next_seq - 1 AS seq, r.cancel_requested_by
 ), dropped AS (
   DELETE FROM outbox o USING adv WHERE o.run_id = adv.run_id
@@ -182,9 +176,7 @@ WITH lost AS (
   SELECT r.run_id, r.next_seq, r.attempt, (r.lease_expires_at < now()) AS overran
     FROM runs r
    WHERE r.lease_owner IS NOT NULL
-     AND (r.lease_expires_at < now()
-          OR coalesce((SELECT w.heartbeat_at FROM worker_procs w WHERE w.id = r.lease_owner), r.lease_started_at)
-             < now() - (:lease_seconds * interval '1 second'))
+     AND steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds)
    FOR UPDATE OF r SKIP LOCKED
    LIMIT 200
 ), rel AS (
@@ -222,8 +214,7 @@ WITH due AS (
      AND (o.dispatched_at IS NULL
           OR o.dispatched_at < now() - (:redispatch_seconds * interval '1 second')
           OR (o.owner IS NOT NULL AND o.dispatched_at < now() - (:lease_seconds * interval '1 second')
-              AND coalesce((SELECT w.heartbeat_at FROM worker_procs w WHERE w.id = o.owner), o.dispatched_at)
-                  < now() - (:lease_seconds * interval '1 second')))
+              AND steplog_owner_dead(o.owner, o.dispatched_at, :lease_seconds)))
    ORDER BY o.available_at
    FOR UPDATE SKIP LOCKED
    LIMIT 500
