@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from weakref import WeakKeyDictionary
 
 import psycopg
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from checkpoint.errors import StorageError
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -93,3 +96,13 @@ def one(pool: Engine, sql: str, params: Mapping[str, Any]) -> tuple | None:
         raise DBAPIError.instance(sql, dict(params), exc, psycopg.Error, connection_invalidated=broken) from exc
     finally:
         conn.close()
+
+
+@contextmanager
+def storage_errors(error: type[StorageError], what: str) -> Iterator[None]:
+    """Postgres errors raised inside become ``error`` (a :class:`StorageError` of the caller's
+    subsystem) saying what was being done; the driver's error stays chained as its cause."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise error(f"{what}: {exc.__class__.__name__}: {exc}") from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkpoint.errors import SteplogError
+from checkpoint.errors import SteplogError, StorageError
 
 
 class ToolError(SteplogError):
@@ -109,5 +109,5 @@ class OutcomeUnknown(ToolError):
     """
 
 
-class LedgerError(ToolError):
+class LedgerError(ToolError, StorageError):
     """Postgres failed while reading or writing the tool ledger (wraps the driver error)."""

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
 
+from checkpoint.db import storage_errors
 from checkpoint.jsonutil import dumps
 from checkpoint.queries import load
 from tools.errors import LedgerError
@@ -18,13 +17,8 @@ from tools.errors import LedgerError
 Q = load(Path(__file__).with_name("ledger.sql"))
 
 
-@contextmanager
-def _ledger(what: str) -> Iterator[None]:
-    """Postgres errors in here become a LedgerError saying what the ledger was doing."""
-    try:
-        yield
-    except SQLAlchemyError as exc:
-        raise LedgerError(f"{what}: {exc}") from exc
+#: Postgres errors inside become a LedgerError saying what the ledger was doing.
+_ledger = partial(storage_errors, LedgerError)
 
 
 def _json(value: Any) -> str | None:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, TextClause
-from sqlalchemy.exc import SQLAlchemyError
 
+from checkpoint.db import storage_errors
 from checkpoint.queries import load
-from tools.corpus.errors import CorpusKindMismatch, CorpusStorageError, DocumentNotFound, UnknownCorpus
+from tools.corpus.errors import (
+    CorpusKindMismatch,
+    CorpusStorageError,
+    DocumentNotFound,
+    UnknownCorpus,
+)
 from tools.corpus.tables import corpus_docs, corpus_passages
 from tools.corpus.text import split_passages
 
@@ -63,12 +68,8 @@ class Document:
         return parts or [self.title]
 
 
-@contextmanager
-def _storage(what: str) -> Iterator[None]:
-    try:
-        yield
-    except SQLAlchemyError as exc:
-        raise CorpusStorageError(f"{what}: {exc.__class__.__name__}: {exc}") from exc
+#: Postgres errors inside become a CorpusStorageError saying what the corpus was doing.
+_storage = partial(storage_errors, CorpusStorageError)
 
 
 def _claim(conn: Connection, name: str, kind: str) -> None:

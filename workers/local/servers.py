@@ -263,26 +263,17 @@ class LocalServices:
         urls = self.urls()
         pg = self._postgres_process()
         rd = self._redis_process()
+
+        def one(url: str, port: int, proc: psutil.Process | None, answers, data: Path, log: Path) -> dict:
+            return {
+                "url": url, "port": port, "pid": proc.pid if proc else None, "running": proc is not None,
+                "answers": proc is not None and answers(port), "data": str(data), "log": str(log),
+            }
+
         return {
             "home": str(self.home),
-            "postgres": {
-                "url": urls.database_url,
-                "port": ports["postgres"],
-                "pid": pg.pid if pg else None,
-                "running": pg is not None,
-                "answers": pg is not None and _postgres_answers(ports["postgres"]),
-                "data": str(self.pgdata),
-                "log": str(self.pg_log),
-            },
-            "redis": {
-                "url": urls.redis_url,
-                "port": ports["redis"],
-                "pid": rd.pid if rd else None,
-                "running": rd is not None,
-                "answers": rd is not None and _redis_answers(ports["redis"]),
-                "data": str(self.redis_dir),
-                "log": str(self.redis_log),
-            },
+            "postgres": one(urls.database_url, ports["postgres"], pg, _postgres_answers, self.pgdata, self.pg_log),
+            "redis": one(urls.redis_url, ports["redis"], rd, _redis_answers, self.redis_dir, self.redis_log),
         }
 
     @staticmethod
