@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import TextClause, text
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+if TYPE_CHECKING:
+    from sqlalchemy import TextClause
 
 #: The event log, outbox, leases and liveness (``checkpoint/queries.sql``).
 EVENT_LOG = Path(__file__).with_name("queries.sql")
@@ -26,6 +27,8 @@ def parse(source: str) -> dict[str, str]:
 
 @cache
 def load(path: str | Path) -> dict[str, TextClause]:
+    from sqlalchemy import text  # here, not above: the CLI's read path uses parse() without SQLAlchemy
+
     return {name: text(body) for name, body in parse(Path(path).read_text()).items()}
 
 
@@ -33,5 +36,7 @@ def load(path: str | Path) -> dict[str, TextClause]:
 def for_driver(path: str | Path) -> dict[str, str]:
     """The queries of ``path`` as the psycopg driver takes them (``%(name)s`` binds, ``%`` escaped),
     compiled by SQLAlchemy itself, for :func:`checkpoint.db.one`."""
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
     dialect = PGDialect_psycopg()
     return {name: str(clause.compile(dialect=dialect)) for name, clause in load(path).items()}

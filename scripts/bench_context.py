@@ -22,7 +22,7 @@ from checkpoint import redis_keys
 from checkpoint.artifacts import LocalArtifactStore
 from checkpoint.hotcache import HotCache
 from checkpoint.tokens import method
-from tests.histories import make_history
+from tests.support.histories import make_history
 
 SIZES = (10, 100, 1_000, 10_000)
 

@@ -29,7 +29,7 @@ from checkpoint.artifacts import (
     open_store,
     resolve,
 )
-from tests.s3server import S3Server
+from tests.support.s3server import S3Server
 from workers.settings import SettingsError, load_settings
 from workers.wiring import artifact_store
 

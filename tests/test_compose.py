@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT
+from tests.support.harness import ROOT
 
 COMPOSE_FILE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -139,7 +139,7 @@ def _steplog_commands(config: dict) -> dict[str, list[str]]:
 
 
 def _flower_mounted() -> bool:
-    from workers.cli import app
+    from workers.cli.main import app
 
     return any(c.name == "flower" or getattr(c.callback, "__name__", "") == "flower" for c in app.registered_commands)
 

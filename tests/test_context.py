@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import subprocess
 import sys
 import threading
 
 import pytest
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from checkpoint import redis_keys, runs, steps
 from checkpoint.archive import archive_run, archived_events, gc
@@ -23,17 +22,11 @@ from checkpoint.hotcache import HotCache
 from checkpoint.recall import search_memory
 from checkpoint.summary import condense, pending_events, should_summarize, summary_write
 from checkpoint.tokens import count_json_tokens, count_tokens
-from tests.harness import ROOT, cli_json
-from tests.histories import append_event, make_history, summary_text
+from tests.support.harness import ROOT, cli_json
+from tests.support.histories import append_event, make_history, summary_text
+from workers.local.procs import free_port
 
 BUDGET, TAIL = 6000, 50
-
-
-@pytest.fixture
-def engine(database_url):
-    eng = create_engine(database_url, pool_size=2)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture
@@ -49,17 +42,11 @@ def cache(redis_url):
 
 
 def _gc(env: dict[str, str], *args: str) -> dict:
-    """`steplog gc` (run as `python -m workers.gc_cmd` until workers.cli mounts it)."""
-    done = subprocess.run([sys.executable, "-m", "workers.gc_cmd", *args], env=env, cwd=ROOT,
+    """`steplog gc`."""
+    done = subprocess.run([sys.executable, "-m", "workers", "gc", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_reconstruction_of_300_steps_stays_in_budget_and_starts_at_the_latest_summary(engine, store):
@@ -178,7 +165,7 @@ def test_corrupt_cache_entry_is_a_miss(engine, cache):
 
 def test_redis_down_degrades_to_postgres(engine, caplog):
     run_id = make_history(engine, 40, summary_every=15)
-    down = HotCache.from_url(f"redis://127.0.0.1:{_closed_port()}/0", ttl=60)
+    down = HotCache.from_url(f"redis://127.0.0.1:{free_port()}/0", ttl=60)
     ctx = down.load(engine, run_id, latest_seq=40, budget_tokens=BUDGET, tail_limit=TAIL)
     assert ctx.to_json() == reconstruct(engine, run_id, budget_tokens=BUDGET, tail_limit=TAIL).to_json()
     assert down.get(run_id, 40) is None
@@ -339,6 +326,6 @@ def test_gc_archives_old_finished_runs_to_s3_and_show_reads_them(engine, steplog
     body = s3_server.client().get_object(Bucket=s3_server.bucket, Key=key)["Body"].read()
     assert hashlib.sha256(body).hexdigest() == run["archive"]["$artifact"]["sha256"] == key.rsplit("/", 1)[1]
     assert _gc(env, "--older-than", "1", "--json") == {"archived": [], "count": 0}
-    bad = subprocess.run([sys.executable, "-m", "workers.gc_cmd", "--older-than", "-2"], env=env, cwd=ROOT,
+    bad = subprocess.run([sys.executable, "-m", "workers", "gc", "--older-than", "-2"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--older-than" in bad.stderr

@@ -26,7 +26,7 @@ from tools.corpus import (
 )
 from tools.corpus.build import harvest, stdlib_modules
 from tools.corpus.files import html_text, markdown_title
-from tests.stdlib_questions import QUESTIONS
+from tests.support.stdlib_questions import QUESTIONS
 from tools.corpus.text import identifier_words, query_groups, split_passages, split_sentences
 
 @pytest.fixture(scope="session")

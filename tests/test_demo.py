@@ -1,6 +1,6 @@
 """`steplog demo`, the README's main command: it finishes, shows a kill and a resumption, ends with the report."""
 
-from tests.harness import cli
+from tests.support.harness import cli
 
 
 def test_demo_runs_to_completion_with_a_kill_and_a_resumption(steplog_env):

@@ -1,33 +1,16 @@
-"""The durable step engine with real Postgres, real Redis and real `steplog worker` processes."""
+"""The durable step engine with real Postgres, real Redis and real `steplog worker` processes (one
+worker's view of the step task, in-process: test_step_task.py)."""
 
 from __future__ import annotations
 
 import signal
 from collections import Counter
 
-from tests.harness import assert_contiguous, wait_for
+from tests.support.harness import assert_contiguous, wait_for
 
 
 def committed_attempts_per_seq(fleet, run_id):
     return Counter(a["seq"] for a in fleet.attempts(run_id) if a["outcome"] == "committed")
-
-
-def test_countdown_run_completes_with_contiguous_events(fleet):
-    fleet.start()
-    run_id = fleet.submit("countdown", {"steps": 30, "sleep": 0})
-    run = fleet.wait_finished(run_id)
-    assert run["status"] == "succeeded"
-    assert run["result"] == {"steps_run": 30}
-    events = fleet.events(run_id)
-    assert_contiguous(events)
-    assert len(events) == 31  # `submitted` + 30 steps
-    assert [e["type"] for e in events] == ["submitted"] + ["step"] * 29 + ["succeeded"]
-    assert [e["state"]["remaining"] for e in events] == list(range(30, -1, -1))
-    # Each step also rang the run's progress stream in Redis (what `steplog watch` waits on).
-    from checkpoint.hotcache import HotCache
-
-    progress = HotCache.from_url(fleet.env["STEPLOG_REDIS_URL"], 60).read_progress(run_id)
-    assert [p["seq"] for _, p in progress] == list(range(2, 32))
 
 
 def test_same_step_delivered_twice_at_once_writes_one_event(fleet):
@@ -90,24 +73,6 @@ def test_worker_dying_between_commit_and_publish_leaves_a_run_that_completes(fle
     assert run["result"] == {"steps_run": 4}
     assert_contiguous(fleet.events(run_id))
     assert committed_attempts_per_seq(fleet, run_id) == {seq: 1 for seq in range(2, 6)}
-
-
-def test_step_that_always_raises_fails_the_run_after_bounded_attempts(fleet):
-    fleet.start()
-    run_id = fleet.submit("always_fails", {})
-    run = fleet.wait_finished(run_id)
-    assert run["status"] == "failed"
-    assert run["error"]["type"] == "ValueError"
-    assert "always fails" in run["error"]["message"]
-    assert "Traceback" in run["error"]["traceback"]
-    events = fleet.events(run_id)
-    assert_contiguous(events)
-    failed = events[-1]
-    assert failed["type"] == "failed"
-    recorded = failed["payload"]["attempts"]
-    assert [a["attempt"] for a in recorded] == [1, 2, 3, 4, 5]  # STEPLOG_MAX_ATTEMPTS default
-    assert all(a["outcome"] == "failed" and a["error"]["type"] == "ValueError" for a in recorded)
-    assert [a["outcome"] for a in fleet.attempts(run_id)] == ["failed"] * 5
 
 
 def test_log_lines_of_a_step_carry_its_run_seq_step_worker_and_attempt(fleet):

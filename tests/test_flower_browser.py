@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,8 @@ import httpx
 import pytest
 
 from checkpoint import runs
-from tests.harness import ROOT, wait_for
+from tests.support.harness import ROOT, wait_for
+from workers.local.procs import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -39,15 +39,9 @@ def _chromium() -> tuple[str, str]:
     pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _flower_argv() -> list[str]:
     """`steplog flower` once workers.cli mounts it; until then the module's own one-command app."""
-    from workers.cli import app
+    from workers.cli.main import app
 
     mounted = any(c.name == "flower" or getattr(c.callback, "__name__", "") == "flower" for c in app.registered_commands)
     return [sys.executable, "-m", "workers", "flower"] if mounted else [sys.executable, "-m", "workers.flower_cmd"]
@@ -55,7 +49,7 @@ def _flower_argv() -> list[str]:
 
 class Flower:
     def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "ab")
@@ -177,7 +171,7 @@ def test_flower_lists_steps_by_readable_name_behind_basic_auth(browser, fleet, f
 def test_flower_refuses_to_start_without_auth(steplog_env):
     env = {k: v for k, v in steplog_env.items() if not k.startswith(("STEPLOG_FLOWER_", "FLOWER_"))}
     res = subprocess.run(
-        [*_flower_argv(), f"--port={_free_port()}"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        [*_flower_argv(), f"--port={free_port()}"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 2
     assert "STEPLOG_FLOWER_USER" in res.stderr and "STEPLOG_FLOWER_PASSWORD" in res.stderr
@@ -186,7 +180,7 @@ def test_flower_refuses_to_start_without_auth(steplog_env):
 def test_flower_refuses_half_the_credentials(steplog_env):
     env = dict(steplog_env, STEPLOG_FLOWER_USER="operator")
     res = subprocess.run(
-        [*_flower_argv(), f"--port={_free_port()}", "--unauthenticated"],
+        [*_flower_argv(), f"--port={free_port()}", "--unauthenticated"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert res.returncode == 2

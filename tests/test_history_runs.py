@@ -6,7 +6,7 @@ from __future__ import annotations
 import redis
 from sqlalchemy import text
 
-from tests.harness import assert_contiguous, wait_for
+from tests.support.harness import assert_contiguous, wait_for
 
 BUDGET = 300
 
@@ -16,7 +16,7 @@ def _env(fast_env):
 
 
 def test_a_300_step_run_stays_within_its_context_budget_and_summarizes(fast_env, tmp_path):
-    from tests.harness import Fleet
+    from tests.support.harness import Fleet
 
     fleet = Fleet(_env(fast_env), tmp_path)
     try:
@@ -40,7 +40,7 @@ def test_a_300_step_run_stays_within_its_context_budget_and_summarizes(fast_env,
 
 
 def _run_journals(env, tmp_path, *, flush: bool) -> list[dict]:
-    from tests.harness import Fleet
+    from tests.support.harness import Fleet
 
     fleet = Fleet(env, tmp_path)
     try:
@@ -67,7 +67,7 @@ def test_flushall_of_redis_mid_run_loses_nothing_and_changes_no_result(fast_env,
 
 
 def test_an_agent_can_search_earlier_runs_summaries_and_notes(fast_env, tmp_path):
-    from tests.harness import Fleet
+    from tests.support.harness import Fleet
     from tools.registry import builtin_registry
     from tools.runtime import ToolRuntime
 

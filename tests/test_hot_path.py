@@ -7,7 +7,6 @@ stock path had: the same errors, the same messages after a dropped connection, t
 from __future__ import annotations
 
 import threading
-import time
 from collections import defaultdict
 
 import pytest
@@ -16,7 +15,7 @@ import sqlalchemy.exc
 from sqlalchemy import text
 
 from checkpoint.db import autocommit, one, soft
-from tests.harness import wait_for
+from tests.support.harness import wait_for
 
 # -- checkpoint.db.one: SQLAlchemy's pool and errors, the driver's execute ---------------------------
 
@@ -140,10 +139,14 @@ class EventLog:
         # Events are fanned out, not stored: send probes until the receiver is surely listening.
         with self.app.connection_for_write() as conn:
             dispatcher = self.app.events.Dispatcher(conn, hostname="probe@test")
-            deadline = time.monotonic() + 30
-            while not self.seen_probe.wait(0.1):
-                assert time.monotonic() < deadline, "the event receiver never started"
+
+            def heard() -> bool:
+                if self.seen_probe.wait(0.1):
+                    return True
                 dispatcher.send("worker-probe")
+                return False
+
+            wait_for(heard, timeout=30, interval=0, what="the event receiver to start")
         return self
 
     def __exit__(self, *exc) -> None:

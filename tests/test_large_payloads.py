@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sqlalchemy import text
 
-from tests.harness import assert_contiguous
+from tests.support.harness import assert_contiguous
 
 PAGE = ("steplog keeps every step's cost bounded. " * 5000)[: 200 * 1024]  # 200 KiB of text
 
@@ -27,7 +27,7 @@ class _Page(BaseHTTPRequestHandler):
 
 
 def test_a_200_kib_tool_result_becomes_an_artifact_and_comes_back_intact(fast_env, tmp_path):
-    from tests.harness import Fleet
+    from tests.support.harness import Fleet
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -1,4 +1,4 @@
-"""The LLM reasoner against a real HTTP server (tests/fake_llm.py) speaking the chat-completions API."""
+"""The LLM reasoner against a real HTTP server (tests/support/fake_llm.py) speaking the chat-completions API."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tasks.reasoning.errors import InvalidDecision, ReasonerError
 from tasks.reasoning.llm import InvalidModelReply, LLMEndpointError, LLMReasoner
 from tasks.reasoning.prompt import FINAL_REPORT
 from tasks.reasoning.toolspec import ToolSpec, tool_specs
-from tests.fake_llm import Reply, error, malformed, text, tool_call
+from tests.support.fake_llm import Reply, error, malformed, text, tool_call
 from tools.registry import builtin_registry
 from workers.settings import SettingsError, load_settings
 

@@ -21,8 +21,8 @@ from tasks.reasoning.citations import PassageRef, parse_citation
 from tasks.reasoning.extract import GAP, answer_sentences
 from tasks.reasoning.offline import OfflineReasoner
 from tasks.reasoning.subqueries import subqueries
-from tests.stdlib_questions import QUESTIONS
-from tests.toolsupport import make_run
+from tests.support.stdlib_questions import QUESTIONS
+from tests.support.toolsupport import make_run
 from tools.corpus import get_document, get_passage
 from tools.registry import builtin_registry
 from tools.runtime import ToolRuntime

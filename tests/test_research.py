@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from tests.fake_llm import tool_call
-from tests.harness import assert_contiguous, cli, cli_json, count_runs, wait_for
+from tests.support.fake_llm import tool_call
+from tests.support.harness import assert_contiguous, cli, cli_json, count_runs, wait_for
 from tools.corpus import get_passage
 
 
@@ -33,8 +33,8 @@ def test_bad_research_input_exits_2_and_writes_nothing(corpus_env):
 
 
 def test_offline_research_run_cites_the_module_through_real_workers(corpus_env, tmp_path):
-    from tests.harness import Fleet
-    from tests.toolsupport import LocalHTTPServer
+    from tests.support.harness import Fleet
+    from tests.support.toolsupport import LocalHTTPServer
 
     hook = LocalHTTPServer().__enter__()
     env = {**corpus_env, "STEPLOG_NET_ALLOW": hook.allow}
@@ -72,7 +72,7 @@ def test_offline_research_run_cites_the_module_through_real_workers(corpus_env, 
 
 
 def test_faults_and_a_kill_do_not_change_the_report(corpus_env, tmp_path):
-    from tests.harness import Fleet
+    from tests.support.harness import Fleet
 
     question = "how to compute a SHA-256 hash"
     calm = Fleet(corpus_env, tmp_path / "calm")
@@ -105,7 +105,7 @@ def _llm_env(env, fake_llm, **extra):
 
 
 def test_llm_research_with_a_correction_completes(corpus_env, fake_llm, tmp_path):
-    from tests.harness import Fleet
+    from tests.support.harness import Fleet
 
     fake_llm.script(
         tool_call("search_corpus", {"query": "read CSV file", "corpus": "stdlib"}),
@@ -134,7 +134,7 @@ def test_llm_research_with_a_correction_completes(corpus_env, fake_llm, tmp_path
 
 
 def test_a_model_that_never_answers_usably_fails_the_run_clearly(corpus_env, fake_llm, tmp_path):
-    from tests.harness import Fleet
+    from tests.support.harness import Fleet
 
     fake_llm.script(default=tool_call("no_such_tool", {"x": 1}))
     fleet = Fleet(_llm_env(corpus_env, fake_llm, STEPLOG_LLM_MAX_CORRECTIONS="2"), tmp_path)
@@ -150,7 +150,7 @@ def test_a_model_that_never_answers_usably_fails_the_run_clearly(corpus_env, fak
 
 
 def test_worker_killed_after_the_model_answered_does_not_ask_again(corpus_env, fake_llm, tmp_path):
-    from tests.harness import Fleet
+    from tests.support.harness import Fleet
 
     fake_llm.script(
         tool_call("search_corpus", {"query": "read CSV file", "corpus": "stdlib"}),

@@ -14,8 +14,8 @@ import uuid
 import pytest
 import redis
 
-from tests.conftest import AMQP_URL
-from tests.harness import assert_contiguous, cli, wait_for
+from tests.support.harness import assert_contiguous, cli, wait_for
+from tests.support.servers import AMQP_URL
 
 
 def _rabbitmq_up() -> bool:
@@ -48,7 +48,7 @@ def broker_env(request, fast_env):
 
 @pytest.fixture
 def broker_fleet(broker_env, tmp_path):
-    from tests.harness import Fleet
+    from tests.support.harness import Fleet
 
     f = Fleet(broker_env, tmp_path)
     yield f

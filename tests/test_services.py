@@ -20,6 +20,7 @@ from kombu import Connection
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
+from tests.support.servers import libpq
 from workers.local.cli import services_app
 from workers.local.errors import ServiceStartError
 from workers.local.procs import wait_gone
@@ -27,10 +28,6 @@ from workers.local.servers import LocalServices
 from workers.settings import load_settings
 
 pytestmark = pytest.mark.services
-
-
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _fresh_home() -> Path:
@@ -55,19 +52,12 @@ def services(home: Path) -> Iterator[LocalServices]:
     svc.down()
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return wait_gone(psutil.Process(pid), 5)
-    except psutil.NoSuchProcess:
-        return True
-
-
 def test_up_serves_postgres_and_redis_for_real_then_down_stops_them(services: LocalServices) -> None:
     urls = services.up()
 
     ports = {make_url(urls.database_url).port, redis.connection.parse_url(urls.redis_url)["port"]}
     assert ports.isdisjoint({5432, 6379})
-    with psycopg.connect(_libpq(urls.database_url), autocommit=True) as conn:
+    with psycopg.connect(libpq(urls.database_url), autocommit=True) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("steplog",)
         # The test fixtures need a server where they may create databases.
         conn.execute("CREATE DATABASE services_probe")
@@ -82,16 +72,16 @@ def test_up_serves_postgres_and_redis_for_real_then_down_stops_them(services: Lo
 
     report = services.status()
     assert report["postgres"]["answers"] and report["redis"]["answers"]
-    pids = [report["postgres"]["pid"], report["redis"]["pid"]]
+    procs = [psutil.Process(report["postgres"]["pid"]), psutil.Process(report["redis"]["pid"])]
 
     services.down()
 
-    assert all(_gone(pid) for pid in pids)
+    assert all(wait_gone(proc, 5) for proc in procs)
     after = services.status()
     assert not after["postgres"]["running"] and not after["postgres"]["answers"]
     assert not after["redis"]["running"] and not after["redis"]["answers"]
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(_libpq(urls.database_url), connect_timeout=2)
+        psycopg.connect(libpq(urls.database_url), connect_timeout=2)
 
 
 def test_up_twice_leaves_the_running_servers_alone(services: LocalServices) -> None:
@@ -104,18 +94,19 @@ def test_up_twice_leaves_the_running_servers_alone(services: LocalServices) -> N
 
 def test_up_after_a_crash_recovers_and_keeps_the_data(services: LocalServices) -> None:
     urls = services.up()
-    with psycopg.connect(_libpq(urls.database_url), autocommit=True) as conn:
+    with psycopg.connect(libpq(urls.database_url), autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS survives (v int)")
         conn.execute("INSERT INTO survives VALUES (7)")
     report = services.status()
     for name in ("postgres", "redis"):
-        os.kill(report[name]["pid"], signal.SIGKILL)
-        assert _gone(report[name]["pid"])
+        proc = psutil.Process(report[name]["pid"])
+        os.kill(proc.pid, signal.SIGKILL)
+        assert wait_gone(proc, 5)
     # The pid files stay behind, naming dead processes.
     assert (services.pgdata / "postmaster.pid").exists()
 
     assert services.up() == urls
-    with psycopg.connect(_libpq(urls.database_url)) as conn:
+    with psycopg.connect(libpq(urls.database_url)) as conn:
         assert (7,) in conn.execute("SELECT v FROM survives").fetchall()
     assert redis.Redis.from_url(urls.redis_url).ping()
 
@@ -220,7 +211,7 @@ def test_machine_binaries_work_as_the_fallback() -> None:
     svc = LocalServices(home, postgres_bin=_machine_postgres(), redis_server=Path(shutil.which("redis-server")))
     try:
         urls = svc.up()
-        with psycopg.connect(_libpq(urls.database_url)) as conn:
+        with psycopg.connect(libpq(urls.database_url)) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         assert redis.Redis.from_url(urls.redis_url).ping()
     finally:

@@ -13,13 +13,7 @@ from tools.errors import NetworkRefused, ToolConfigError, ToolInputError
 from tools.netguard import check_url, parse_allow, refusal
 from tools.registry import builtin_registry
 from tools.runtime import ToolRuntime
-from tests.toolsupport import LocalHTTPServer, make_run
-
-
-@pytest.fixture
-def server():
-    with LocalHTTPServer() as srv:
-        yield srv
+from tests.support.toolsupport import make_run
 
 
 @pytest.fixture

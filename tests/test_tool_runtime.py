@@ -14,7 +14,6 @@ from tools.declaration import Effect, ToolContext, tool
 from tools.errors import TransientToolError
 from tools.registry import ToolRegistry, builtin_registry
 from tools.runtime import ToolRuntime
-from tests.toolsupport import LocalHTTPServer
 
 FAST = dict(retry_base_seconds=0.001, retry_max_wait=0.01)
 
@@ -45,12 +44,6 @@ def counting_tool(name: str, effect: Effect, *, dedupes: bool = False, fail_with
 
 
 
-
-
-@pytest.fixture
-def server():
-    with LocalHTTPServer() as srv:
-        yield srv
 
 
 def ledger(engine, run_id):

@@ -6,12 +6,12 @@ from collections import Counter
 
 from sqlalchemy import text
 
-from tests.harness import assert_contiguous, cli_json, wait_for
-from tests.toolsupport import LocalHTTPServer
+from tests.support.harness import assert_contiguous, cli_json, wait_for
+from tests.support.toolsupport import LocalHTTPServer
 
 
 def test_notify_reaches_the_webhook_once_per_call_through_faults_and_a_kill(fast_env, tmp_path):
-    from tests.harness import Fleet
+    from tests.support.harness import Fleet
 
     with LocalHTTPServer() as hook:
         # 8 retries: at fault rate 0.3 all 9 executions of a call fail with p = 2e-5 (with the default

@@ -8,15 +8,15 @@ import sys
 
 import pytest
 
-from tests.harness import ROOT, assert_contiguous, cli, cli_json, wait_for
-from workers import chaos_procs
+from tests.support.harness import ROOT, assert_contiguous, cli, cli_json, wait_for
+from workers.cli import chaos_procs
 
 pytestmark = pytest.mark.slow
 
 
 def _argv(command: str) -> list[str]:
     """`python -m workers COMMAND` once workers.cli mounts it, else the command module's own entry point."""
-    from workers.cli import app
+    from workers.cli.main import app
 
     mounted = {c.name or c.callback.__name__ for c in app.registered_commands}
     return ["-m", "workers", command] if command in mounted else ["-m", f"workers.{command}_cmd"]
@@ -98,10 +98,10 @@ def test_worker_command_lines_are_recognised():
 def bystanders(fast_env, template_database):
     """Processes chaos must leave alone: one that looks like a worker of another database, and one of
     this database that is no worker."""
-    from tests.conftest import PG_URL, _with_database
+    from tests.support.servers import PG_URL, with_database
 
     sleep = "import time; time.sleep(300)"
-    other = {**fast_env, "STEPLOG_DATABASE_URL": _with_database(PG_URL, template_database)}
+    other = {**fast_env, "STEPLOG_DATABASE_URL": with_database(PG_URL, template_database)}
     procs = [
         subprocess.Popen([sys.executable, "-c", sleep, "-m", "workers", "worker"], env=other, start_new_session=True),
         subprocess.Popen([sys.executable, "-c", sleep], env=fast_env, start_new_session=True),
@@ -158,7 +158,7 @@ def test_watch_view_of_research_events_sums_tokens_and_marks_replays_and_retries
 
     from rich.console import Console
 
-    from workers.watch_view import WatchState, watch_view
+    from workers.cli.watch_view import WatchState, watch_view
 
     t0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
     run = {"run_id": "r1", "workflow": "research", "status": "running", "input": {"question": "q", "max_steps": 8},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import RenderableType
 from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,25 +44,65 @@ def ledger_rows(engine: Engine, run_id: str) -> list[dict[str, Any]]:
     return out
 
 
-def render_table(rows: list[dict[str, Any]], *, title: str | None = None) -> Table:
-    """The rows of :func:`ledger_rows` as a table for the terminal."""
-    table = Table(title=title, header_style="bold")
-    for name, justify in (
-        ("seq", "right"), ("tool", "left"), ("key", "left"), ("status", "left"), ("attempts", "right"),
-        ("replays", "right"), ("ms", "right"), ("error", "left"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for r in rows:
+def render_table(
+    rows: list[dict[str, Any]], *, title: str | None = None, width: int | None = None
+) -> RenderableType:
+    """The rows of :func:`ledger_rows` as a table for the terminal. Tool names and keys are shown whole,
+    never cut, and nothing from the ledger is read as markup. When the table is wider than ``width``
+    (the terminal's), each call's key goes on a line of its own under the call."""
+    from rich import box
+    from rich.console import Console, Group
+    from rich.text import Text
+
+    fields = (("tool", "left"), ("status", "left"), ("attempts", "right"), ("replays", "right"), ("ms", "right"),
+              ("error", "left"))
+
+    def table(*columns: tuple[str, str]) -> Table:
+        t = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  collapse_padding=True)
+        for name, justify in columns:
+            # Columns of short values do not wrap, so a narrow terminal folds the others first; the
+            # values fold too (never cut) should even that not be enough.
+            wraps = name in ("error", "call")
+            t.add_column(name, justify=justify, no_wrap=not wraps, overflow="fold")  # type: ignore[arg-type]
+        return t
+
+    def whole(value: str, style: str = "") -> Text:
+        return Text(value, style=style, no_wrap=False, overflow="fold")
+
+    def cells(r: dict[str, Any]) -> list[Text]:
         error = r.get("error") or {}
-        status = r["status"]
-        table.add_row(
-            str(r["seq"]),
-            r["tool"],
-            r["key"][:12],
-            f"[{_STATUS_STYLE.get(status, '')}]{status}[/]" if status in _STATUS_STYLE else status,
-            str(r["attempts"]),
-            str(r["replays"]),
-            "" if r.get("duration_ms") is None else f"{r['duration_ms']:.1f}",
-            f"{error.get('type', '')}: {error.get('message', '')}"[:120] if error else "",
-        )
-    return table
+        return [
+            whole(r["tool"]),
+            whole(r["status"], _STATUS_STYLE.get(r["status"], "")),
+            Text(str(r["attempts"])),
+            Text(str(r["replays"])),
+            Text("" if r.get("duration_ms") is None else f"{r['duration_ms']:.1f}"),
+            Text(f"{error.get('type', '')}: {error.get('message', '')}"[:120] if error else ""),
+        ]
+
+    lines = [cells(r) for r in rows]
+    wide = table(("seq", "right"), fields[0], ("key", "left"), *fields[1:])
+    for r, (tool, *rest) in zip(rows, lines, strict=True):
+        wide.add_row(str(r["seq"]), tool, whole(r["key"]), *rest)
+    if width is None or Console(width=10_000).measure(wide).maximum <= width:
+        return wide
+    # Too narrow for 64-character keys beside the rest: a call's fields on one line (a grid with the
+    # same column widths in every row keeps them aligned), its key on the next.
+    widths = [max(len(name), *(line[i].cell_len for line in lines)) for i, (name, _) in enumerate(fields)]
+
+    def line(values: list[Text]) -> Table:
+        grid = Table.grid(padding=(0, 2))
+        for (name, justify), w in zip(fields, widths, strict=True):
+            last = name == "error"
+            grid.add_column(  # type: ignore[arg-type]
+                justify=justify, width=None if last else w, no_wrap=not last, overflow="fold"
+            )
+        grid.add_row(*values)
+        return grid
+
+    stacked = table(("seq", "right"), ("call", "left"))
+    stacked.columns[1].header = line([Text(name, style="bold") for name, _ in fields])
+    for r, values in zip(rows, lines, strict=True):
+        stacked.add_row(str(r["seq"]), Group(line(values), whole(f"key {r['key']}")))
+    return stacked

@@ -15,11 +15,12 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from tools.errors import NetworkRefused, PermanentToolError, ToolConfigError, ToolInputError, TransientToolError
+
+if TYPE_CHECKING:
+    import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -132,6 +133,8 @@ class Target:
 
 def check_url(url: str | httpx.URL, allow: Allow, *, resolver: Resolver = resolve) -> Target:
     """Check ``url`` against the guard; :class:`NetworkRefused` says which address was refused and why."""
+    import httpx  # here, not above: settings validate STEPLOG_NET_ALLOW with parse_allow on every CLI start
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:

@@ -10,10 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from sqlalchemy import Engine, text
+
+from workers.local.procs import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,13 +58,12 @@ class WorkerProc:
 
     def wait_ready(self, engine: Engine, timeout: float = 60) -> None:
         """Until the worker has registered its liveness row (it is then consuming)."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def registered() -> bool:
             if not self.alive():
                 raise RuntimeError(f"worker {self.node} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
             with engine.connect() as conn:
-                if conn.execute(text("SELECT 1 FROM worker_procs WHERE worker = :n"), dict(n=self.node)).first():
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker {self.node} did not start within {timeout}s; log: {self.log_path}")
-            time.sleep(0.05)
+                return conn.execute(text("SELECT 1 FROM worker_procs WHERE worker = :n"), dict(n=self.node)).first() is not None
+
+        if not wait_until(registered, timeout, interval=0.05):
+            raise RuntimeError(f"worker {self.node} did not start within {timeout}s; log: {self.log_path}")

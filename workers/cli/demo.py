@@ -7,21 +7,20 @@ or Ctrl-C, and the local services too unless `--keep`.
 from __future__ import annotations
 
 import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from checkpoint import runs
-from workers.fleet import ROOT, WorkerProc
-from workers.local.procs import free_port
+from workers.cli.common import ctx
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from workers.fleet import WorkerProc
 
 out = Console(soft_wrap=True)
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -50,18 +49,30 @@ class Demo:
         self.n_workers = workers
 
     def phase(self, text: str) -> None:
+        """One line of the story; ``text`` is markup, with any data in it escaped."""
         out.print(f"[bold cyan]==>[/bold cyan] {text}")
 
     def start_workers(self) -> None:
-        self.phase(f"starting {self.n_workers} worker processes (logs in {self.log_dir})")
+        import socket
+
+        from workers.fleet import WorkerProc
+
+        self.phase(f"starting {self.n_workers} worker processes (logs in {escape(str(self.log_dir))})")
         for i in range(self.n_workers):
             self.procs.append(WorkerProc(self.env, f"demo{i + 1}", self.log_dir, host=socket.gethostname()))
         with out.status("waiting for the workers to connect to Postgres and the broker"):
             for w in self.procs:
                 w.wait_ready(self.engine)
-                out.print(f"    {w.node} ready (pid {w.pid})")
+                out.print(f"    {w.node} ready (pid {w.pid})", markup=False)
 
     def start_flower(self) -> None:
+        import secrets
+        import subprocess
+        import sys
+
+        from workers.fleet import ROOT
+        from workers.local.procs import free_port
+
         port, password = free_port(), secrets.token_urlsafe(12)
         env = {**self.env, "STEPLOG_FLOWER_USER": "steplog", "STEPLOG_FLOWER_PASSWORD": password}
         log = open(self.log_dir / "flower.log", "ab")
@@ -69,15 +80,19 @@ class Demo:
             [sys.executable, "-m", "workers", "flower", f"--port={port}"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        self.phase(f"Flower on http://127.0.0.1:{port}/tasks  user steplog  password {password}  (shown once)")
+        self.phase(f"Flower on http://127.0.0.1:{port}/tasks  user steplog  password {escape(password)}  (shown once)")
 
     def submit(self, workflow: str, data: dict[str, Any]) -> str:
         run_id = self.ctx.celery.steplog.submit(workflow, data, submitted_by="demo")
-        self.phase(f"submitted {workflow} run {run_id}")
+        self.phase(escape(f"submitted {workflow} run {run_id}"))
         return run_id
 
     def follow(self, run_id: str, *, kill_at_seq: int) -> dict[str, Any]:
         """Print each event as it lands; SIGKILL the worker running step ``kill_at_seq``."""
+        import signal
+
+        from checkpoint import runs
+
         seen, killed, last_note = 0, None, time.monotonic()
         while True:
             for e in runs.events(self.engine, run_id, after=seen):
@@ -88,7 +103,7 @@ class Demo:
                 out.print(
                     f"    step {e['seq']:>3} {e['type']:<10} {what:<22} by {e['worker'] or '-':<22} "
                     f"attempt {e['attempt']}" + ("   <- resumed here after the kill" if resumed else ""),
-                    style=style, highlight=False,
+                    style=style, markup=False, highlight=False,
                 )
                 last_note = time.monotonic()
             run = runs.get(self.engine, run_id)
@@ -102,28 +117,33 @@ class Demo:
                         victim.signal(signal.SIGKILL)
                         if self._committed(run_id, flight):
                             # The step finished in the instant before the kill: try the next one.
-                            self.phase(f"killed {victim.node} just after it finished step {flight['seq']}; trying again")
+                            self.phase(escape(f"killed {victim.node} just after it finished step {flight['seq']}; "
+                                              "trying again"))
                             self._replace(victim)
                             kill_at_seq = flight["seq"] + 1
                         else:
                             killed = (victim.node, flight["seq"])
                             self.phase(
-                                f"[bold red]SIGKILL[/bold red] {victim.node} (pid {victim.pid}) in the middle of step "
-                                f"{flight['seq']}; its lease lapses and another worker takes the step over"
+                                f"[bold red]SIGKILL[/bold red] {escape(victim.node)} (pid {victim.pid}) in the middle"
+                                f" of step {flight['seq']}; its lease lapses and another worker takes the step over"
                             )
                         last_note = time.monotonic()
             if time.monotonic() - last_note > 1.0:
                 flight = runs.in_flight(self.engine, run_id)
                 where = f"step {flight['seq']} on {flight['worker']}" if flight else "waiting for a worker"
-                out.print(f"    ... {where}", style="dim")
+                out.print(f"    ... {where}", style="dim", markup=False)
                 last_note = time.monotonic()
             time.sleep(0.1)
 
     def _committed(self, run_id: str, flight: dict[str, Any]) -> bool:
+        from checkpoint import runs
+
         return any(a["seq"] == flight["seq"] and a["attempt"] == flight["attempt"] and a["outcome"] == "committed"
                    for a in runs.attempts(self.engine, run_id))
 
     def _replace(self, victim: WorkerProc) -> None:
+        from workers.fleet import WorkerProc
+
         victim.proc.wait()
         self.procs[self.procs.index(victim)] = fresh = WorkerProc(self.env, victim.name, self.log_dir, host=victim.node.split("@")[1])
         fresh.wait_ready(self.engine)
@@ -140,6 +160,8 @@ class Demo:
         out.print(f"    {stats.documents} documents, {stats.passages} passages")
 
     def stop(self) -> None:
+        import signal
+
         for w in self.procs:
             w.stop()
         if self.flower and self.flower.poll() is None:
@@ -153,13 +175,11 @@ def demo(
     workers: Annotated[int, typer.Option(min=2, help="Worker processes to start.")] = 3,
 ) -> None:
     """A research run through real workers; the one running a step is SIGKILLed mid-run and the run resumes."""
-    from workers.cli import ctx
-
     settings = ctx.settings  # starts the local services when no STEPLOG_*_URL is set
     local = os.environ.get("STEPLOG_DATABASE_URL") is None
     log_dir = Path(settings.home).resolve() / "demo" / time.strftime("%Y%m%d-%H%M%S")
     d = Demo(ctx, workers, log_dir)
-    d.phase(f"Postgres {settings.database_url.rsplit('@', 1)[-1]}, broker {settings.broker_url}"
+    d.phase(escape(f"Postgres {settings.database_url.rsplit('@', 1)[-1]}, broker {settings.broker_url}")
             + (" (the project's own local services)" if local else ""))
     code = 1
     try:
@@ -168,15 +188,16 @@ def demo(
         d.start_flower()
         run_id = d.submit("research", {"question": QUESTION, "max_steps": max_steps})
         run = d.follow(run_id, kill_at_seq=max(3, max_steps // 3))
-        d.phase(f"run {run_id} {run['status']}")
+        d.phase(escape(f"run {run_id} {run['status']}"))
         if run["status"] == "succeeded":
             out.print(run["result"]["report"], markup=False, highlight=False)
             art = run["result"].get("report_artifact") or {}
             uri = (art.get("$artifact") or art).get("uri")
-            d.phase(f"report artifact: {uri}" if uri else "report saved in Postgres (steplog report)")
+            d.phase(escape(f"report artifact: {uri}") if uri else "report saved in Postgres (steplog report)")
         else:
-            out.print(f"    {run['error']}")
-        out.print(f"    history: steplog show {run_id}   report: steplog report {run_id}   tools: steplog tools {run_id}")
+            out.print(f"    {run['error']}", markup=False)
+        out.print(f"    history: steplog show {run_id}   report: steplog report {run_id}   tools: steplog tools {run_id}",
+                  markup=False)
         code = 0 if run["status"] == "succeeded" else 1
     except KeyboardInterrupt:
         d.phase("interrupted; cleaning up")

@@ -1,4 +1,4 @@
-"""Workflows only the tests use, loaded by workers through STEPLOG_WORKFLOW_MODULES=tests.workflows."""
+"""Workflows only the tests use, loaded by workers through STEPLOG_WORKFLOW_MODULES=tests.support.workflows."""
 
 from __future__ import annotations
 

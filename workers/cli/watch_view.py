@@ -16,7 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from checkpoint.tables import TERMINAL_STATUSES
-from workers.render import status_text
+from workers.cli.render import activity as payload_activity
+from workers.cli.render import result_line, status_text
+from workers.cli.render import table as plain_table
 
 RECENT = 12  # rows of the recent-steps table
 
@@ -44,8 +46,7 @@ def tokens_of(event: dict[str, Any]) -> int:
 
 def activity(event: dict[str, Any]) -> str:
     """``kind tool`` of a research event (e.g. ``tool fetch_url``); empty for payloads without them."""
-    p = _payload(event)
-    return " ".join(str(p[k]) for k in ("kind", "tool") if p.get(k) is not None)
+    return payload_activity(_payload(event))
 
 
 @dataclass
@@ -81,15 +82,23 @@ class WatchState:
         return max(0.0, (end - self.run["created_at"]).total_seconds())
 
 
-def _current(state: WatchState) -> str:
+def _current(state: WatchState) -> Text:
     f = state.in_flight
     if f is not None:
-        return f"step {f['seq']} on {f['worker']} (pid {f['pid']}, attempt {f['attempt']})"
-    return "-" if state.finished else "waiting for a worker"
+        return Text(f"step {f['seq']} on {f['worker']} (pid {f['pid']}, attempt {f['attempt']})")
+    return Text("-" if state.finished else "waiting for a worker")
 
 
 def _steps_table(state: WatchState) -> Table:
-    table = Table("seq", "type", "kind/tool", "worker", "pid", "attempt", "time", title="recent steps")
+    table = plain_table()
+    table.title = "recent steps"
+    table.add_column("seq", justify="right", no_wrap=True)
+    table.add_column("type", overflow="fold")
+    table.add_column("kind/tool", overflow="fold")
+    table.add_column("worker", overflow="fold")
+    table.add_column("pid", justify="right", no_wrap=True)
+    table.add_column("attempt", justify="right", no_wrap=True)
+    table.add_column("time", no_wrap=True)
     previous_worker = None
     for e in state.recent:
         what = Text(activity(e))
@@ -103,7 +112,7 @@ def _steps_table(state: WatchState) -> Table:
             previous_worker = e["worker"]
         at = e["created_at"]
         at = at.strftime("%H:%M:%S.%f")[:-3] if isinstance(at, datetime) else str(at)
-        table.add_row(str(e["seq"]), e["type"], what, worker, str(e["pid"] or ""), attempt, at)
+        table.add_row(str(e["seq"]), Text(e["type"]), what, worker, str(e["pid"] or ""), attempt, at)
     return table
 
 
@@ -111,8 +120,8 @@ def watch_view(state: WatchState, now: datetime | None = None) -> Group:
     run = state.run
     budget = step_budget(run["input"])
     head = Table.grid(padding=(0, 2))
-    head.add_row("run", run["run_id"])
-    head.add_row("workflow", run["workflow"])
+    head.add_row("run", Text(run["run_id"]))
+    head.add_row("workflow", Text(run["workflow"]))
     head.add_row("status", status_text(run["status"]))
     done = f"{state.steps_done}/{budget}" if budget is not None else str(state.steps_done)
     # ProgressBar pulses when the total is unknown.
@@ -122,7 +131,7 @@ def watch_view(state: WatchState, now: datetime | None = None) -> Group:
     head.add_row("progress", progress)
     head.add_row("current", _current(state))
     if state.latest is not None and activity(state.latest):
-        head.add_row("last", activity(state.latest))
+        head.add_row("last", Text(activity(state.latest)))
     head.add_row("elapsed", f"{state.elapsed(now):.1f}s")
     head.add_row("tokens", str(state.tokens))
     return Group(head, _steps_table(state))
@@ -135,7 +144,7 @@ def final_line(state: WatchState) -> Text:
     line.append_text(status_text(run["status"]))
     line.append(f" after {state.steps_done} step{'' if state.steps_done == 1 else 's'} in {state.elapsed():.1f}s")
     if run["status"] == "succeeded" and run["result"] is not None:
-        line.append(f": {run['result']}")
+        line.append(f": {result_line(run['run_id'], run['result'])}")
     elif run["error"] is not None:
         err = run["error"]
         line.append(f": {err.get('type')}: {err.get('message')}" if isinstance(err, dict) else f": {err}", style="red")

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
-from checkpoint import runs
-from checkpoint.errors import RunNotFound
-from tasks.workflow import WorkflowError
+from workers.cli.common import ctx, fail, operator, out, print_json
+from workers.cli.errors import CommandFailed
 
 corpus_app = typer.Typer(no_args_is_help=True, help="Corpora the research agent searches.")
 
@@ -23,52 +22,43 @@ def research(
     as_json: Annotated[bool, typer.Option("--json", help="Print {\"run_id\": ...} (and the result with --wait).")] = False,
 ) -> None:
     """Submit a research job: a question in, a cited Markdown report out."""
-    from workers.cli import _operator, ctx, fail, out, print_json
-
     data = {"question": question, "max_steps": max_steps, "corpus": corpus, "notify_url": notify_url}
-    try:
-        run_id = ctx.celery.steplog.submit("research", data, submitted_by=_operator())
-    except WorkflowError as exc:
-        fail(str(exc), 2)
+    run_id = ctx.celery.steplog.submit("research", data, submitted_by=operator())
     if not wait:
-        print_json({"run_id": run_id}) if as_json else out.print(run_id)
+        print_json({"run_id": run_id}) if as_json else out.print(run_id, markup=False, highlight=False)
         return
     if not as_json:
-        out.print(f"run {run_id}: following (Ctrl-C stops following, not the run)")
-    run = _follow(ctx, run_id, quiet=as_json)
+        out.print(f"run {run_id}: following (Ctrl-C stops following, not the run)", markup=False)
+    run = _follow(run_id, quiet=as_json)
     if as_json:
         print_json({"run_id": run_id, "status": run["status"], "result": run["result"], "error": run["error"]})
     elif run["status"] == "succeeded":
         out.print(run["result"]["report"], markup=False, highlight=False)
     else:
-        out.print(f"run {run_id} {run['status']}: {run['error']}")
+        out.print(f"run {run_id} {run['status']}: {run['error']}", markup=False)
     raise typer.Exit(0 if run["status"] == "succeeded" else 1)
 
 
-def _follow(ctx, run_id: str, *, quiet: bool) -> dict:
+def _follow(run_id: str, *, quiet: bool) -> dict:
     """Follow the run with `steplog watch`'s loop (Redis doorbell, Postgres as the source), printing
     one line per step unless ``quiet``; returns the finished run."""
-    from workers.cli import out
-    from workers.watch_cmd import _follow as follow, _progress
+    from workers.cli.watch import follow, progress_stream
 
     def print_steps(state, new) -> None:
         for e in () if quiet else new:
             p = e["payload"]
             what = p.get("tool") or (p.get("decision") or {}).get("tool") or p.get("kind") or ""
             out.print(f"  step {e['seq']:>3} {e['type']:<10} {what:<16} {e['worker'] or ''} attempt {e['attempt']}",
-                      highlight=False)
+                      markup=False, highlight=False)
 
-    return follow(ctx.engine, run_id, 0.2, print_steps, _progress(ctx.settings)).run
+    return follow(ctx.engine, run_id, 0.2, print_steps, progress_stream(ctx.settings)).run
 
 
 def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
     """Print a research run's report (Markdown)."""
-    from workers.cli import ctx, fail, out
+    from workers.cli import pg
 
-    try:
-        run = runs.get(ctx.engine, run_id)
-    except RunNotFound as exc:
-        fail(str(exc), 1)
+    run = pg.get_run(ctx.db, run_id)
     if run["workflow"] != "research":
         fail(f"run {run_id} is a {run['workflow']} run, not research; it has no report", 1)
     if run["status"] != "succeeded":
@@ -80,10 +70,9 @@ def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
 def corpus_build(name: Annotated[str, typer.Option(help="Corpus name.")] = "stdlib") -> None:
     """Build (or rebuild) the built-in corpus: the Python standard library's documentation."""
     from tools.corpus import build_stdlib
-    from workers.cli import ctx, out
 
     stats = build_stdlib(ctx.engine, name=name)
-    out.print(f"corpus {name!r}: {stats.documents} documents, {stats.passages} passages")
+    out.print(f"corpus {name!r}: {stats.documents} documents, {stats.passages} passages", markup=False)
 
 
 @corpus_app.command("add")
@@ -94,20 +83,19 @@ def corpus_add(
     """Add your own Markdown, text or HTML files as a corpus."""
     from tools.corpus import add_files
     from tools.corpus.errors import CorpusError
-    from workers.cli import ctx, fail, out
 
     try:
         stats = add_files(ctx.engine, paths, corpus=name)
     except CorpusError as exc:
-        fail(str(exc), 2)
-    out.print(f"corpus {name!r}: {stats.documents} documents, {stats.passages} passages added")
+        # Exit 2 for every corpus error here, as this command always did (CorpusStorageError's own code is 1).
+        raise CommandFailed(str(exc), 2) from exc
+    out.print(f"corpus {name!r}: {stats.documents} documents, {stats.passages} passages added", markup=False)
 
 
 @corpus_app.command("list")
 def corpus_list() -> None:
     """The corpora there are."""
     from tools.corpus import corpora
-    from workers.cli import ctx, out
 
     for name in corpora(ctx.engine):
-        out.print(name)
+        out.print(name, markup=False, highlight=False)

@@ -13,10 +13,8 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sysconfig
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +24,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+
+from workers.local.procs import port_free, tail, wait_until
 
 REGION = "us-east-1"
 START_TIMEOUT = 90.0  # first PUT takes ~4 s on an idle machine; CI shares 2 cores
@@ -80,42 +80,34 @@ def _free_ports(count: int) -> list[int]:
     ports: set[int] = set()
     while len(ports) < count:
         port = random.randint(20000, 55535)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.add(port)
+        if port_free(port):
+            ports.add(port)
     return sorted(ports)
 
 
 def _wait_until_put_works(server: S3Server, proc: subprocess.Popen[bytes], log: Path) -> None:
     client = server.client(config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5))
-    deadline = time.monotonic() + START_TIMEOUT
     last: Exception | None = None
     bucket_made = False
-    while time.monotonic() < deadline:
+
+    def put_works() -> bool:
+        nonlocal bucket_made, last
         if proc.poll() is not None:
-            raise RuntimeError(f"weed exited with {proc.returncode}:\n{_tail(log)}")
+            raise RuntimeError(f"weed exited with {proc.returncode}:\n{tail(log, 30)}")
         try:
             if not bucket_made:
                 client.create_bucket(Bucket=server.bucket)
                 bucket_made = True
             client.put_object(Bucket=server.bucket, Key="probe", Body=b"probe")
             client.delete_object(Bucket=server.bucket, Key="probe")
-            return
+            return True
         except Exception as exc:  # noqa: BLE001 - any failure means "not up yet" until the deadline
             bucket_made = bucket_made or "BucketAlreadyOwnedByYou" in str(exc)
             last = exc
-            time.sleep(0.3)
-    raise RuntimeError(f"weed's S3 did not accept a PUT within {START_TIMEOUT:.0f} s: {last}\n{_tail(log)}")
+            return False
 
-
-def _tail(log: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+    if not wait_until(put_works, START_TIMEOUT, interval=0.3):
+        raise RuntimeError(f"weed's S3 did not accept a PUT within {START_TIMEOUT:.0f} s: {last}\n{tail(log, 30)}")
 
 
 @dataclass(frozen=True)

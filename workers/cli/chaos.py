@@ -5,35 +5,43 @@ A kill interrupts the steps whose attempt belongs to a liveness owner (``node:pi
 killed process group; the attempt is resumed when a later attempt committed that step or the run
 ended. Exit code: 0 when every interrupted step resumed within the grace period, 1 when one did
 not or when no worker of this database runs here.
-
-Mounted in `workers.cli` with ``app.command()(chaos)``; ``python -m workers.chaos_cmd`` runs it alone.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import sys
 import time
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy import Engine
 
-from checkpoint.queries import load
-from workers import chaos_procs
-from workers.chaos_procs import WorkerTarget
+from workers.cli.common import ctx, err, fail, out
 
-Q = load(Path(__file__).with_name("chaos.sql"))
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from workers.cli.chaos_procs import WorkerTarget
+
+#: The queries of `steplog chaos` (beside the worker package's other .sql files, its package data).
+CHAOS_SQL = Path(__file__).parents[1] / "chaos.sql"
 
 SETTLE_SECONDS = 0.2  # after a kill, before reading what it interrupted: lets a commit already sent land
 
 
+@cache
+def _queries() -> dict:
+    from checkpoint.queries import load  # loads SQLAlchemy: only when chaos runs
+
+    return load(CHAOS_SQL)
+
+
 def live_owners(engine: Engine, pids: list[int], fresh_seconds: float) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        rows = conn.execute(Q["live_owners"], dict(pids=pids, fresh_seconds=fresh_seconds))
+        rows = conn.execute(_queries()["live_owners"], dict(pids=pids, fresh_seconds=fresh_seconds))
         return [dict(r._mapping) for r in rows]
 
 
@@ -42,13 +50,13 @@ def interrupted_by(engine: Engine, owners: list[str]) -> list[dict[str, Any]]:
     if not owners:
         return []
     with engine.connect() as conn:
-        rows = conn.execute(Q["interrupted"], dict(owners=owners))
+        rows = conn.execute(_queries()["interrupted"], dict(owners=owners))
         return [{"run_id": r.run_id, "seq": r.seq, "attempt": r.attempt} for r in rows]
 
 
 def is_resumed(engine: Engine, step: dict[str, Any]) -> bool:
     with engine.connect() as conn:
-        return bool(conn.execute(Q["resumed"], step).scalar())
+        return bool(conn.execute(_queries()["resumed"], step).scalar())
 
 
 class Chaos:
@@ -62,6 +70,8 @@ class Chaos:
         self._children: dict[int, Any] = {}  # restarted workers (ours to reap when killed again)
 
     def kill(self, victim: WorkerTarget, *, restart: bool) -> None:
+        from workers.cli import chaos_procs
+
         pids = [p.pid for p in victim.group()]
         owners = live_owners(self.engine, pids, fresh_seconds=self.lease_seconds * 3) if pids else []
         worker = owners[0]["worker"] if owners else (victim.hostname or f"pid {victim.pid}")
@@ -124,10 +134,16 @@ def chaos(
 ) -> None:
     """SIGKILL a random local worker of this database every --kill-every seconds for --duration seconds;
     report the steps each kill interrupted and how many resumed."""
-    from workers.cli import _db_errors, ctx, err, fail, out  # lazily: workers.cli imports this module
+    import random
+
+    from workers.cli import chaos_procs
 
     settings = ctx.settings
-    say = (lambda m: err.print(m, highlight=False)) if as_json else (lambda m: out.print(m, highlight=False))
+    console = err if as_json else out
+
+    def say(message: str) -> None:
+        console.print(message, markup=False, highlight=False)  # worker names and paths are data
+
     if not chaos_procs.find_workers(settings.database_url):
         fail("no steplog worker of this database runs on this machine (workers are matched by their "
              "STEPLOG_DATABASE_URL, or by STEPLOG_HOME for the local services)", 1)
@@ -135,33 +151,23 @@ def chaos(
     session = Chaos(ctx.engine, lease_seconds=settings.lease_seconds, log_dir=log_dir, say=say)
     rng = random.Random(seed)
 
-    @_db_errors
-    def run() -> tuple[int, int]:
-        start = time.monotonic()
-        tick = 1
-        while tick * kill_every <= duration:
-            _sleep_until(start + tick * kill_every)
-            tick += 1
-            targets = chaos_procs.find_workers(settings.database_url)
-            if not targets:
-                say("no worker left to kill")
-                continue
-            session.kill(rng.choice(targets), restart=restart)
-        _sleep_until(start + duration)
-        session.recount()
-        session.wait_resumed(grace)
-        session.recount()
-        return len(session.steps()), len(session.resumed())
-
-    interrupted, resumed = run()
+    start = time.monotonic()
+    tick = 1
+    while tick * kill_every <= duration:
+        _sleep_until(start + tick * kill_every)
+        tick += 1
+        targets = chaos_procs.find_workers(settings.database_url)
+        if not targets:
+            say("no worker left to kill")
+            continue
+        session.kill(rng.choice(targets), restart=restart)
+    _sleep_until(start + duration)
+    session.recount()
+    session.wait_resumed(grace)
+    session.recount()
+    interrupted, resumed = len(session.steps()), len(session.resumed())
     if as_json:
         sys.stdout.write(json.dumps({"kills": session.kills, "interrupted": interrupted, "resumed": resumed}) + "\n")
     else:
         out.print(f"{len(session.kills)} kills: {interrupted} steps interrupted, {resumed} resumed", highlight=False)
     raise typer.Exit(0 if resumed == interrupted else 1)
-
-
-if __name__ == "__main__":
-    app = typer.Typer(add_completion=False)
-    app.command()(chaos)
-    app()

@@ -1,33 +1,39 @@
-"""Real `steplog worker` subprocesses for tests: start, find by the step they run, kill, wait."""
+"""Real `steplog worker` subprocesses for tests (start, find by the step they run, kill, wait), the runs
+they work on, and the CLI."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from checkpoint import runs
-from workers.fleet import WorkerProc
+from workers.fleet import ROOT, WorkerProc
+from workers.local.procs import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ROOT", "Fleet", "Runs", "assert_contiguous", "cli", "cli_json", "count_runs", "wait_for"]
+
 T = TypeVar("T")
 
 
 def wait_for(predicate: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The first true value ``predicate`` returns; AssertionError naming ``what`` after ``timeout`` s."""
+    seen: list[T] = []
+
+    def check() -> T:
         value = predicate()
         if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+            seen.append(value)
+        return value
+
+    if not wait_until(check, timeout, interval):
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return seen[0]
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -50,51 +56,26 @@ def cli_json(env: dict[str, str], *args: str) -> Any:
     return json.loads(res.stdout)
 
 
-class Fleet:
-    """The workers a test started; every one is killed at the end, by process group."""
+class Runs:
+    """Runs submitted through a steplog app (in-process, as `steplog submit` does, to keep tests quick)
+    and read back from its database: the app's own engine, or the test's."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env, self.log_dir = env, log_dir
-        self.workers: list[WorkerProc] = []
-        self.engine = create_engine(env["STEPLOG_DATABASE_URL"], pool_size=2)
-        self._count = 0
-
-    def start(self, *extra: str, env: dict[str, str] | None = None, wait: bool = True) -> WorkerProc:
-        self._count += 1
-        w = WorkerProc(env or self.env, f"w{self._count}", self.log_dir, *extra, host="test")
-        self.workers.append(w)
-        if wait:
-            self.wait_ready(w)
-        return w
-
-    def wait_ready(self, w: WorkerProc, timeout: float = 60) -> None:
-        w.wait_ready(self.engine, timeout)
+    def __init__(self, app: Any, engine: Engine | None = None) -> None:
+        self._app = app
+        self.engine = engine if engine is not None else app.steplog.engine
 
     @property
-    def app(self):
-        if not hasattr(self, "_app"):
-            from workers.app import create_app
-            from workers.settings import settings_from_env
-
-            self._app = create_app(settings_from_env(self.env))
+    def app(self) -> Any:
         return self._app
 
     def submit(self, workflow: str, input: dict[str, Any], *, publish: bool = True) -> str:
-        """Create a run as `steplog submit` does (in-process, to keep tests quick)."""
+        """Create a run as `steplog submit` does."""
         return self.app.steplog.submit(workflow, input, submitted_by="test", precheck=False, publish=publish)
 
     def publish(self, run_id: str, seq: int, workflow: str = "countdown") -> None:
         from checkpoint.steps import Dispatch
 
         assert self.app.steplog.publish(Dispatch(run_id, seq, workflow))
-
-    def by_node(self, node: str) -> WorkerProc:
-        return next(w for w in self.workers if w.node == node)
-
-    def close(self) -> None:
-        for w in self.workers:
-            w.stop()
-        self.engine.dispose()
 
     # -- reading the run back ------------------------------------------------------------------------
 
@@ -117,6 +98,45 @@ class Fleet:
             return run if run["status"] in ("succeeded", "failed", "cancelled") else None
 
         return wait_for(done, timeout=timeout, interval=0.1, what=f"run {run_id} to finish")
+
+
+class Fleet(Runs):
+    """The workers a test started; every one is killed at the end, by process group."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        super().__init__(None, create_engine(env["STEPLOG_DATABASE_URL"], pool_size=2))
+        self.env, self.log_dir = env, log_dir
+        self.workers: list[WorkerProc] = []
+        self._count = 0
+
+    def start(self, *extra: str, env: dict[str, str] | None = None, wait: bool = True) -> WorkerProc:
+        self._count += 1
+        w = WorkerProc(env or self.env, f"w{self._count}", self.log_dir, *extra, host="test")
+        self.workers.append(w)
+        if wait:
+            self.wait_ready(w)
+        return w
+
+    def wait_ready(self, w: WorkerProc, timeout: float = 60) -> None:
+        w.wait_ready(self.engine, timeout)
+
+    @property
+    def app(self) -> Any:
+        """A steplog app of the fleet's settings in this process, to submit and publish through."""
+        if self._app is None:
+            from workers.app import create_app
+            from workers.settings import settings_from_env
+
+            self._app = create_app(settings_from_env(self.env))
+        return self._app
+
+    def by_node(self, node: str) -> WorkerProc:
+        return next(w for w in self.workers if w.node == node)
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.stop()
+        self.engine.dispose()
 
 
 def assert_contiguous(events: list[dict[str, Any]]) -> None:

@@ -2,8 +2,6 @@
 
 Flower keeps its picture of the fleet in memory, rebuilt from the task events it sees while it runs
 (a restarted Flower starts empty); a run's history lives in Postgres (`steplog show RUN`).
-
-Mounted in `workers.cli` with ``app.command()(flower)``; ``python -m workers.flower_cmd`` runs it alone.
 """
 
 from __future__ import annotations
@@ -12,6 +10,8 @@ import os
 from typing import Annotated
 
 import typer
+
+from workers.cli.common import ctx, fail
 
 AUTH_VARS = "STEPLOG_FLOWER_USER and STEPLOG_FLOWER_PASSWORD"
 
@@ -25,8 +25,6 @@ def flower(
 ) -> None:
     """Run Flower, the web UI of the fleet's workers and steps, in the foreground (basic auth from
     STEPLOG_FLOWER_USER / STEPLOG_FLOWER_PASSWORD; without them only with --unauthenticated)."""
-    from workers.cli import ctx, fail  # lazily: workers.cli imports this module
-
     if "FLOWER_BASIC_AUTH" in os.environ:
         # Flower would read it after us and silently replace our credentials.
         fail(f"FLOWER_BASIC_AUTH is set; use {AUTH_VARS} instead", 2)
@@ -47,9 +45,3 @@ def flower(
     options.basic_auth = [f"{user}:{password.get_secret_value()}"] if user is not None else []
     code = ctx.celery.start(["flower", f"--port={port}", f"--address={address}"])
     raise typer.Exit(code or 0)
-
-
-if __name__ == "__main__":
-    app = typer.Typer(add_completion=False)
-    app.command()(flower)
-    app()

@@ -3,8 +3,6 @@
 It polls Postgres for the events after the last seq it saw (one indexed range read), the run row
 and the step in flight; nothing is pushed, so it works against any fleet and survives restarts.
 Exit code: 0 when the run succeeded, 1 when it failed or was cancelled (or does not exist).
-
-Mounted in `workers.cli` with ``app.command()(watch)``; ``python -m workers.watch_cmd RUN`` runs it alone.
 """
 
 from __future__ import annotations
@@ -12,28 +10,32 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from checkpoint import runs
-from checkpoint.errors import RunNotFound
-from checkpoint.tables import TERMINAL_STATUSES
-from workers.watch_view import WatchState, final_line, watch_view
+from workers.cli.common import ctx, err, out
+
+if TYPE_CHECKING:
+    from workers.cli.watch_view import WatchState
 
 
 def _emit(run_id: str, events: list[dict[str, Any]]) -> None:
-    from workers.render import event_json
+    from workers.cli.render import event_json
 
     for e in events:
         sys.stdout.write(json.dumps({**event_json(e), "run_id": run_id}, default=str) + "\n")
     sys.stdout.flush()  # a pipe is block-buffered: a follower must see each line as it happens
 
 
-def _follow(engine, run_id: str, interval: float, on_update, progress=None) -> WatchState:
+def follow(engine, run_id: str, interval: float, on_update, progress=None) -> WatchState:
     """Read until the run has ended and its last event was read; ``on_update(state, new_events)`` each
     time. Between reads it waits on the run's progress stream in Redis (``progress``, a HotCache) so a
     new step shows at once; Postgres stays the source of what is shown. Without Redis it polls."""
+    from checkpoint import runs
+    from checkpoint.tables import TERMINAL_STATUSES
+    from workers.cli.watch_view import WatchState
+
     state: WatchState | None = None
     cursor = "$"
     while True:
@@ -59,7 +61,8 @@ def _follow(engine, run_id: str, interval: float, on_update, progress=None) -> W
             time.sleep(interval)
 
 
-def _progress(settings):
+def progress_stream(settings):
+    """The Redis hot tier whose progress stream :func:`follow` waits on, or None without Redis."""
     if not settings.redis_url:
         return None
     from checkpoint.hotcache import HotCache
@@ -77,28 +80,26 @@ def watch(
     """Follow a run live: progress, the step in flight and its worker, recent steps, tokens; ends with the run."""
     from rich.live import Live
 
-    from workers.cli import _db_errors, ctx, err, fail, out  # lazily: workers.cli imports this module
+    from checkpoint import runs
+    from checkpoint.tables import TERMINAL_STATUSES
+    from workers.cli.watch_view import final_line, watch_view
 
-    progress = _progress(ctx.settings)
+    progress = progress_stream(ctx.settings)
 
-    @_db_errors
-    def follow() -> WatchState:
-        try:
-            if json_:
-                return _follow(ctx.engine, run_id, interval, lambda state, new: _emit(run_id, new), progress)
-            first = runs.get(ctx.engine, run_id)
-            if first["status"] in TERMINAL_STATUSES or not out.is_terminal:
-                # Nothing to follow (the summary at once), or no terminal to redraw: the view once, at the end.
-                state = _follow(ctx.engine, run_id, interval, lambda state, new: None)
-                out.print(watch_view(state))
-                return state
-            with Live(console=out, refresh_per_second=4) as live:
-                return _follow(ctx.engine, run_id, interval, lambda state, new: live.update(watch_view(state)), progress)
-        except RunNotFound as exc:
-            fail(str(exc), 1)
+    def run() -> WatchState:
+        if json_:
+            return follow(ctx.engine, run_id, interval, lambda state, new: _emit(run_id, new), progress)
+        first = runs.get(ctx.engine, run_id)
+        if first["status"] in TERMINAL_STATUSES or not out.is_terminal:
+            # Nothing to follow (the summary at once), or no terminal to redraw: the view once, at the end.
+            state = follow(ctx.engine, run_id, interval, lambda state, new: None)
+            out.print(watch_view(state))
+            return state
+        with Live(console=out, refresh_per_second=4) as live:
+            return follow(ctx.engine, run_id, interval, lambda state, new: live.update(watch_view(state)), progress)
 
     try:
-        state = follow()
+        state = run()
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if json_:
@@ -106,9 +107,3 @@ def watch(
     else:
         out.print(final_line(state), highlight=False)
     raise typer.Exit(0 if state.run["status"] == "succeeded" else 1)
-
-
-if __name__ == "__main__":
-    app = typer.Typer(add_completion=False)
-    app.command()(watch)
-    app()

@@ -1,0 +1,185 @@
+"""How runs look to operators: the `--json` shapes (a contract scripts rely on) and rich tables.
+
+Everything shown comes from data, so it is built from :class:`rich.text.Text`, never parsed as markup
+(a report's ``[doc_id]`` citations stay as they are). Ids are never cut: their columns do not wrap and
+fold rather than end in an ellipsis when the terminal is too narrow; other columns fold.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan", "queued": "blue"}
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def event_json(e: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "seq": e["seq"], "type": e["type"], "worker": e["worker"], "pid": e["pid"], "attempt": e["attempt"],
+        "created_at": iso(e["created_at"]), "payload": e["payload"],
+    }
+
+
+def in_flight_json(f: dict[str, Any] | None) -> dict[str, Any] | None:
+    if f is None:
+        return None
+    return {
+        "seq": f["seq"], "worker": f["worker"], "pid": f["pid"], "attempt": f["attempt"],
+        "started_at": iso(f["started_at"]), "lease_expires_at": iso(f["lease_expires_at"]),
+    }
+
+
+def run_json(run: dict[str, Any], events: list[dict[str, Any]], in_flight: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "run_id": run["run_id"], "workflow": run["workflow"], "status": run["status"], "input": run["input"],
+        "result": run["result"], "error": run["error"], "cancel_requested_by": run["cancel_requested_by"],
+        "created_at": iso(run["created_at"]), "updated_at": iso(run["updated_at"]),
+        "in_flight": in_flight_json(in_flight), "events": [event_json(e) for e in events],
+    }
+
+
+def run_summary_json(run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": run["run_id"], "workflow": run["workflow"], "status": run["status"],
+        "created_at": iso(run["created_at"]), "updated_at": iso(run["updated_at"]),
+    }
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def when(value: str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """An ISO 8601 time of the JSON shapes, as people read it (the time zone as Postgres gave it)."""
+    return "" if value is None else datetime.fromisoformat(value).strftime(fmt)
+
+
+def whole(value: str, style: str = "") -> Text:
+    """A value that is never cut: for cells of columns that do not wrap (so a narrow terminal folds the
+    other columns first), folded rather than cut should even that not be enough."""
+    return Text(value, style=style, no_wrap=False, overflow="fold")
+
+
+def compact_json(value: Any) -> Text:
+    return Text(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def activity(payload: Any) -> str:
+    """``kind tool`` of a research step (e.g. ``tool search_corpus``); empty for other payloads."""
+    if not isinstance(payload, dict):
+        return ""
+    return " ".join(str(payload[k]) for k in ("kind", "tool") if payload.get(k) is not None)
+
+
+def _report_title(report: str) -> str:
+    return next((line.lstrip("#").strip() for line in report.splitlines() if line.strip()), "")
+
+
+def result_line(run_id: str, result: Any) -> str:
+    """A result in one line: a research run's report by its title, any other result as JSON."""
+    report = result.get("report") if isinstance(result, dict) else None
+    if not isinstance(report, str):
+        return json.dumps(result, ensure_ascii=False, default=str)
+    return f"report: {_report_title(report)} ({len(report):,} characters; steplog report {run_id})"
+
+
+def result_summary(run_id: str, result: Any) -> Text:
+    """A research run's report in brief (title, size, what it cites) and where the whole of it is;
+    any other result as one line of JSON."""
+    report = result.get("report") if isinstance(result, dict) else None
+    if not isinstance(report, str):
+        return compact_json(result)
+    title = _report_title(report)
+    text = Text("report: ")
+    text.append(title, style="bold")
+    text.append(f"\n{len(report):,} characters")
+    citations = result.get("citations")
+    if isinstance(citations, list):
+        ids = [f"[{c['doc_id']}]" for c in citations if isinstance(c, dict) and c.get("doc_id")]
+        text.append(f"; {len(citations)} citation{'' if len(citations) == 1 else 's'}")
+        text.append(f": {' '.join(ids)}" if ids else "")
+    if result.get("truncated"):
+        text.append("; cut short by the step budget")
+    text.append("\nthe full report: ")
+    text.append(f"steplog report {run_id}", style="bold")
+    return text
+
+
+def table(*columns: str) -> Table:
+    """A plain table: a rule under the header, two spaces between columns, no frame."""
+    return Table(*columns, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+                 header_style="bold")
+
+
+def _head() -> Table:
+    head = Table.grid(padding=(0, 2))
+    head.add_column(no_wrap=True, style="bold")
+    head.add_column(overflow="fold")
+    return head
+
+
+def event_name(e: dict[str, Any]) -> str:
+    """The event type, and a research step's kind and tool (``tool search_corpus``) in place of
+    ``step`` or after a run's last event type (``succeeded: tool publish_report``)."""
+    what = activity(e["payload"])
+    if e["type"] == "step":
+        return what or "step"
+    return f"{e['type']}: {what}" if what else e["type"]
+
+
+def run_view(doc: dict[str, Any]) -> Group:
+    head = _head()
+    head.add_row("run", Text(doc["run_id"]))
+    head.add_row("workflow", Text(doc["workflow"]))
+    head.add_row("status", status_text(doc["status"]))
+    head.add_row("created", Text(f"{when(doc['created_at'])}, updated {when(doc['updated_at'])}"))
+    head.add_row("input", compact_json(doc["input"]))
+    if doc["result"] is not None:
+        head.add_row("result", result_summary(doc["run_id"], doc["result"]))
+    if doc["error"] is not None:
+        error = doc["error"]
+        message = f"{error.get('type')}: {error.get('message')}" if isinstance(error, dict) else str(error)
+        head.add_row("error", Text(message, style="red"))
+    if doc["in_flight"]:
+        f = doc["in_flight"]
+        head.add_row("in flight", Text(f"step {f['seq']} on {f['worker']} (pid {f['pid']}, attempt {f['attempt']})"))
+    events = table()
+    events.add_column("seq", justify="right", no_wrap=True)
+    events.add_column("event", overflow="fold")
+    events.add_column("worker", overflow="fold")
+    events.add_column("pid", justify="right", no_wrap=True)
+    events.add_column("attempt", justify="right", no_wrap=True)
+    events.add_column("at", no_wrap=True)
+    for e in doc["events"]:
+        attempt = Text(str(e["attempt"]), style="bold yellow" if e["attempt"] > 1 else "")
+        events.add_row(
+            str(e["seq"]), Text(event_name(e)), Text(e["worker"] or ""), str(e["pid"] or ""), attempt,
+            when(e["created_at"], "%H:%M:%S.%f")[:-3],
+        )
+    n = len(doc["events"])
+    return Group(head, Text(f"\n{n} event{'' if n == 1 else 's'}", style="bold"), events)
+
+
+def runs_table(rows: list[dict[str, Any]]) -> Table:
+    runs = table()
+    runs.add_column("run", no_wrap=True)  # never cut: operators paste run ids
+    runs.add_column("workflow", overflow="fold")
+    runs.add_column("status", no_wrap=True)
+    runs.add_column("created", overflow="fold")
+    runs.add_column("updated", overflow="fold")
+    for r in rows:
+        runs.add_row(
+            whole(r["run_id"]), Text(r["workflow"]), whole(r["status"], STATUS_STYLE.get(r["status"], "")),
+            when(r["created_at"]), when(r["updated_at"]),
+        )
+    return runs

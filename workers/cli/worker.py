@@ -1,0 +1,35 @@
+"""`steplog worker`: a Celery worker of the fleet, in the foreground."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from workers.cli.common import ctx
+
+
+def worker(
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Steps run at once.")] = 1,
+    hostname: Annotated[str | None, typer.Option("--hostname", "-n", help="Node name, e.g. w1@%h.")] = None,
+    queues: Annotated[str | None, typer.Option("--queues", "-Q", help="Comma-separated queues.")] = None,
+    pool: Annotated[str | None, typer.Option(help="solo (default for -c 1), prefork or threads.")] = None,
+    loglevel: Annotated[str | None, typer.Option(help="Log level; default STEPLOG_LOG_LEVEL.")] = None,
+) -> None:
+    """Run a Celery worker in the foreground (SIGTERM: finish the running step, then exit)."""
+    from workers.logs import setup_logging
+
+    settings = ctx.settings
+    setup_logging(settings, loglevel)
+    argv = [
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--pool={pool or ('solo' if concurrency == 1 else 'prefork')}",
+        f"--queues={queues or settings.queue}",
+        f"--loglevel={loglevel or settings.log_level}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    ctx.celery.worker_main(argv)
