@@ -21,7 +21,7 @@ from checkpoint.artifacts import ArtifactError, ArtifactPointer, ArtifactStore, 
 from checkpoint.errors import ArchiveError, HistoryInputError, RunNotFinished, RunNotFound
 from checkpoint.jsonutil import dumps
 from checkpoint.queries import load
-from checkpoint.tables import TERMINAL_STATUSES
+from checkpoint.statuses import TERMINAL_STATUSES
 
 Q = load(Path(__file__).with_name("history.sql"))  # the history tiers' named SQL
 

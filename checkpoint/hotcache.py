@@ -98,6 +98,12 @@ class HotCache:
 
         return self._call("DEL", pattern, drop) or 0
 
+    def park(self, run_id: str, seq: int) -> int:
+        """Run ``run_id`` committed a wait at ``seq``: drop the keys it could hold (the contexts at
+        ``seq - 1`` and ``seq``, its progress stream), so a waiting run keeps nothing in Redis."""
+        keys = [redis_keys.context(run_id, seq - 1), redis_keys.context(run_id, seq), redis_keys.progress(run_id)]
+        return self._call("DEL", keys[-1], lambda: self.client.delete(*keys)) or 0
+
     # -- live progress ----------------------------------------------------------------------------
 
     def publish_progress(self, run_id: str, event: dict[str, Any]) -> str | None:

@@ -30,7 +30,7 @@ SELECT run_id, 2, NULL, now() FROM run
 
 -- name: claim_step
 -- Take the lease on step :seq, count the attempt, consume its dispatch and read the checkpoint it
--- starts from, in one statement.
+-- starts from (and, after a wait, what woke it), in one statement.
 WITH claimed AS (
   UPDATE runs r
      SET status = 'running', attempt = r.attempt + 1, lease_owner = :owner,
@@ -49,7 +49,8 @@ WITH claimed AS (
   INSERT INTO step_attempts (run_id, seq, attempt, owner, worker, pid)
   SELECT run_id, :seq, attempt, :owner, :worker, :pid FROM claimed
 )
-SELECT c.workflow, c.input, c.attempt, e.state
+SELECT c.workflow, c.input, c.attempt, e.state,
+       CASE WHEN e.type IN ('signal', 'timed_out', 'woke') THEN jsonb_build_object('type', e.type, 'payload', e.payload) END
   FROM claimed c JOIN events e ON e.run_id = c.run_id AND e.seq = :seq - 1
 
 -- name: run_position
@@ -62,11 +63,15 @@ SELECT r.status, r.next_seq, r.cancel_requested_by,
 -- Fenced append: only the holder of this attempt's lease advances the run. In the same statement:
 -- the event, the next step's outbox row (promised by :owner, who publishes right after), and the
 -- attempt's outcome. A cancel requested meanwhile turns the continuation into a `cancelled` event.
+-- With :status 'waiting' the run parks: what it waits for goes on its row, and no outbox row is made.
 WITH adv AS (
   UPDATE runs r
-     SET next_seq = :seq + 1 + (CASE WHEN :status = 'running' AND r.cancel_requested_by IS NOT NULL THEN 1 ELSE 0 END),
-         status = CASE WHEN :status = 'running' AND r.cancel_requested_by IS NOT NULL THEN 'cancelled' ELSE :status END,
+     SET next_seq = :seq + 1 + (CASE WHEN :status IN ('running', 'waiting') AND r.cancel_requested_by IS NOT NULL THEN 1 ELSE 0 END),
+         status = CASE WHEN :status IN ('running', 'waiting') AND r.cancel_requested_by IS NOT NULL THEN 'cancelled' ELSE :status END,
          result = CAST(:result AS jsonb), attempt = 0,
+         wait_signal = CASE WHEN :status = 'waiting' THEN CAST(:wait_signal AS text) END,
+         wait_since = CASE WHEN :status = 'waiting' THEN now() END,
+         wait_until = CASE WHEN :status = 'waiting' THEN CAST(:wait_until AS timestamptz) END,
          lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
    WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.lease_owner = :owner AND r.attempt = :attempt
   RETURNING r.run_id, r.status, r.cancel_requested_by
@@ -77,7 +82,7 @@ WITH adv AS (
   INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
   SELECT run_id, :seq + 1, 'cancelled', CAST(:state AS jsonb), jsonb_build_object('by', cancel_requested_by),
          :worker, :pid, 0
-    FROM adv WHERE :status = 'running' AND status = 'cancelled'
+    FROM adv WHERE :status IN ('running', 'waiting') AND status = 'cancelled'
 ), nxt AS (
   INSERT INTO outbox (run_id, seq, owner, dispatched_at)
   SELECT run_id, :seq + 1, :owner, now() FROM adv WHERE status = 'running'
@@ -144,16 +149,18 @@ ON CONFLICT (run_id, seq) DO UPDATE SET dispatched_at = NULL, owner = NULL
 
 -- name: request_cancel
 UPDATE runs SET cancel_requested_by = coalesce(cancel_requested_by, :by), updated_at = now()
- WHERE run_id = :run_id AND status IN ('queued', 'running')
+ WHERE run_id = :run_id AND status IN ('queued', 'running', 'waiting')
 RETURNING status
 
 -- name: finalize_cancel
--- A cancel whose run no live worker is stepping: end it now with a `cancelled` event.
+-- A cancel whose run no live worker is stepping (a waiting run has no step in flight): end it now
+-- with a `cancelled` event.
 WITH adv AS (
   UPDATE runs r
      SET status = 'cancelled', next_seq = r.next_seq + 1, attempt = 0,
-         lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
-   WHERE r.run_id = :run_id AND r.status IN ('queued', 'running') AND r.cancel_requested_by IS NOT NULL
+         lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now(),
+         wait_signal = NULL, wait_since = NULL, wait_until = NULL
+   WHERE r.run_id = :run_id AND r.status IN ('queued', 'running', 'waiting') AND r.cancel_requested_by IS NOT NULL
      AND steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds)
   RETURNING r.run_id, r.next_seq - 1 AS seq, r.cancel_requested_by
 ), dropped AS (
@@ -226,7 +233,8 @@ RETURNING o.run_id, o.seq, r.workflow
 
 -- name: get_run
 SELECT run_id, workflow, status, input, result, error, next_seq, attempt, lease_owner,
-       lease_started_at, lease_expires_at, cancel_requested_by, archive, created_at, updated_at
+       lease_started_at, lease_expires_at, cancel_requested_by, archive, created_at, updated_at,
+       wait_signal, wait_since, wait_until
   FROM runs WHERE run_id = :run_id
 
 -- name: get_events
@@ -250,3 +258,126 @@ SELECT seq, attempt, worker, pid, outcome, error, started_at, finished_at, step_
 SELECT run_id, workflow, status, created_at, updated_at
   FROM runs WHERE (CAST(:status AS text) IS NULL OR status = :status)
  ORDER BY created_at DESC, run_id DESC LIMIT :limit
+
+-- name: lock_run
+-- A signal's sender holds the run row while it stores the signal and maybe wakes the run, so a
+-- timer's wake or a step committing its wait is ordered before or after it, never beside it.
+SELECT status, wait_signal, next_seq FROM runs WHERE run_id = :run_id FOR UPDATE
+
+-- name: store_signal
+-- Durable first, deduplicated by the sender's key: the same key twice stores (and delivers) once.
+INSERT INTO signals (run_id, key, name, data, sender)
+VALUES (:run_id, :key, :name, CAST(:data AS jsonb), :sender)
+ON CONFLICT (run_id, key) DO NOTHING
+RETURNING key
+
+-- name: get_signal
+SELECT name, consumed_seq, created_at FROM signals WHERE run_id = :run_id AND key = :key
+
+-- name: wake_on_signal
+-- A run waiting for a signal that has arrived (now, or earlier and buffered): consume the oldest
+-- such signal, append its `signal` event (the checkpoint unchanged) and queue the next step, whose
+-- dispatch :owner promises to publish. No row when the run waits for no signal now stored.
+WITH w AS (
+  SELECT r.run_id, r.next_seq, r.workflow, r.wait_signal FROM runs r
+   WHERE r.run_id = :run_id AND r.status = 'waiting' AND r.wait_signal IS NOT NULL
+), sig AS (
+  SELECT s.key, s.name, s.data, s.sender, s.created_at FROM signals s JOIN w ON s.run_id = w.run_id
+   WHERE s.name = w.wait_signal AND s.consumed_seq IS NULL
+   ORDER BY s.created_at, s.key LIMIT 1
+), used AS (
+  UPDATE signals s SET consumed_seq = w.next_seq FROM w, sig WHERE s.run_id = w.run_id AND s.key = sig.key
+), ev AS (
+  INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
+  SELECT w.run_id, w.next_seq, 'signal',
+         (SELECT e.state FROM events e WHERE e.run_id = w.run_id AND e.seq = w.next_seq - 1),
+         jsonb_build_object('name', sig.name, 'data', sig.data, 'sender', sig.sender, 'key', sig.key,
+                            'sent_at', sig.created_at),
+         :worker, :pid, 0
+    FROM w, sig
+), adv AS (
+  UPDATE runs r SET status = 'queued', next_seq = w.next_seq + 1, wait_signal = NULL, wait_since = NULL,
+                    wait_until = NULL, updated_at = now()
+    FROM w, sig WHERE r.run_id = w.run_id
+  RETURNING r.run_id, r.next_seq, r.workflow
+), nxt AS (
+  INSERT INTO outbox (run_id, seq, owner, dispatched_at) SELECT run_id, next_seq, :owner, now() FROM adv
+)
+SELECT run_id, next_seq AS seq, workflow FROM adv
+
+-- name: wake_due
+-- Waits whose time has come: a sleep ends (`woke`), a wait for a signal times out (`timed_out`).
+-- Each event records how late it fired. SKIP LOCKED: every worker's sweeper runs this, and a run a
+-- signal's sender holds is left to the sender (one outcome, never both).
+WITH due AS (
+  SELECT r.run_id, r.next_seq, r.wait_signal, r.wait_until FROM runs r
+   WHERE r.status = 'waiting' AND r.wait_until <= now()
+   ORDER BY r.wait_until
+   FOR UPDATE SKIP LOCKED
+   LIMIT :batch
+), ev AS (
+  INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
+  SELECT due.run_id, due.next_seq, CASE WHEN due.wait_signal IS NULL THEN 'woke' ELSE 'timed_out' END,
+         (SELECT e.state FROM events e WHERE e.run_id = due.run_id AND e.seq = due.next_seq - 1),
+         jsonb_build_object('signal', due.wait_signal, 'due_at', due.wait_until,
+                            'late_seconds', round(extract(epoch FROM now() - due.wait_until)::numeric, 3)),
+         :worker, :pid, 0
+    FROM due
+), adv AS (
+  UPDATE runs r SET status = 'queued', next_seq = due.next_seq + 1, wait_signal = NULL, wait_since = NULL,
+                    wait_until = NULL, updated_at = now()
+    FROM due WHERE r.run_id = due.run_id
+  RETURNING r.run_id, r.next_seq, r.workflow
+), nxt AS (
+  INSERT INTO outbox (run_id, seq, owner, dispatched_at) SELECT run_id, next_seq, :owner, now() FROM adv
+)
+SELECT run_id, next_seq AS seq, workflow FROM adv
+
+-- name: last_signal
+-- The most recent signal of this name a run consumed (e.g. the answer to its last approval).
+SELECT key, data, consumed_seq FROM signals
+ WHERE run_id = :run_id AND name = :name AND consumed_seq IS NOT NULL
+ ORDER BY consumed_seq DESC LIMIT 1
+
+-- name: add_schedule
+INSERT INTO schedules (name, cron, timezone, workflow, input, state, overlap, catch_up, next_fire_at, created_by)
+VALUES (:name, :cron, :timezone, :workflow, CAST(:input AS jsonb), CAST(:state AS jsonb), :overlap, :catch_up,
+        :next_fire_at, :created_by)
+ON CONFLICT (name) DO NOTHING
+RETURNING name
+
+-- name: list_schedules
+SELECT s.name, s.cron, s.timezone, s.workflow, s.input, s.overlap, s.catch_up, s.next_fire_at, s.created_by,
+       s.created_at, (SELECT count(*) FROM schedule_fires f WHERE f.schedule = s.name AND f.outcome = 'started') AS runs,
+       (SELECT max(f.tick) FROM schedule_fires f WHERE f.schedule = s.name) AS last_tick
+  FROM schedules s ORDER BY s.name
+
+-- name: remove_schedule
+DELETE FROM schedules WHERE name = :name RETURNING name
+
+-- name: due_schedules
+-- Schedules with a tick due; SKIP LOCKED: each is fired by one sweeper at a time.
+SELECT name, cron, timezone, workflow, input, state, overlap, catch_up, next_fire_at, now() AS now
+  FROM schedules WHERE next_fire_at <= now()
+ ORDER BY next_fire_at
+ FOR UPDATE SKIP LOCKED
+ LIMIT 50
+
+-- name: claim_tick
+-- The tick's one row: whoever inserts it fires the tick; anyone else finds it taken.
+INSERT INTO schedule_fires (schedule, tick, outcome) VALUES (:schedule, :tick, 'started')
+ON CONFLICT (schedule, tick) DO NOTHING
+RETURNING tick
+
+-- name: schedule_busy
+-- Whether the schedule's latest run is still going (for overlap = skip).
+SELECT EXISTS (
+  SELECT 1 FROM schedule_fires f JOIN runs r ON r.run_id = f.run_id
+   WHERE f.schedule = :schedule AND r.status NOT IN ('succeeded', 'failed', 'cancelled')
+)
+
+-- name: record_fire
+UPDATE schedule_fires SET run_id = :run_id, outcome = :outcome WHERE schedule = :schedule AND tick = :tick
+
+-- name: advance_schedule
+UPDATE schedules SET next_fire_at = :next_fire_at WHERE name = :name

@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 
 from checkpoint.db import soft
 from checkpoint.queries import EVENT_LOG, load
-from checkpoint.steps import Dispatch
+from checkpoint.steps import Dispatch, Worker
 
 Q = load(EVENT_LOG)
 log = logging.getLogger("steplog.recovery")
@@ -53,6 +53,14 @@ def sweep_outbox(
     return [Dispatch(r.run_id, r.seq, r.workflow) for r in rows]
 
 
+def wake_due(engine: Engine, owner: str, *, worker: str, pid: int, batch: int = 500) -> list[Dispatch]:
+    """End the waits whose time has come (a sleep's end, a wait's timeout) and queue their next steps
+    for ``owner`` to publish. A timer due while every worker was down fires once, when one is back."""
+    with soft(engine).begin() as conn:
+        rows = conn.execute(Q["wake_due"], dict(owner=owner, worker=worker, pid=pid, batch=batch)).all()
+    return [Dispatch(r.run_id, r.seq, r.workflow) for r in rows]
+
+
 def forget_dead(engine: Engine) -> None:
     """Delete liveness rows of processes silent for an hour; their leases were taken over long ago."""
     with soft(engine).begin() as conn:
@@ -60,7 +68,8 @@ def forget_dead(engine: Engine) -> None:
 
 
 class Sweeper(threading.Thread):
-    """Every ``interval`` seconds: re-dispatch the steps of dead workers, then lost or due dispatches.
+    """Every ``interval`` seconds: re-dispatch the steps of dead workers, end waits whose time has come,
+    then publish lost or due dispatches; and run any extra ``chores`` (firing schedules).
 
     Runs in each worker's main process (not per pool child); any number of them sweep at once.
     """
@@ -68,15 +77,16 @@ class Sweeper(threading.Thread):
     def __init__(
         self,
         engine: Engine,
-        owner: Callable[[], str],
+        worker: Callable[[], Worker],
         publish: Callable[[Dispatch, str | None], None],
         *,
         interval: float,
         lease_seconds: float,
         redispatch_seconds: float,
+        chores: Sequence[Callable[[], list[Dispatch]]] = (),
     ) -> None:
         super().__init__(name="steplog-sweeper", daemon=True)
-        self.engine, self.owner, self.publish = engine, owner, publish
+        self.engine, self.worker, self.publish, self.chores = engine, worker, publish, chores
         self.interval, self.lease_seconds, self.redispatch_seconds = interval, lease_seconds, redispatch_seconds
         self.stopping = threading.Event()
         self._last_forget = time.monotonic()
@@ -89,16 +99,19 @@ class Sweeper(threading.Thread):
                 log.warning("sweep failed: %s", exc)
 
     def sweep(self) -> list[Dispatch]:
-        owner = self.owner()
-        found = sweep_lost_leases(self.engine, owner, lease_seconds=self.lease_seconds)
+        me = self.worker()
+        found = sweep_lost_leases(self.engine, me.owner, lease_seconds=self.lease_seconds)
         for d in found:
             log.info("step %s of run %s lost its worker; dispatching it again", d.seq, d.run_id)
+        woken = wake_due(self.engine, me.owner, worker=me.name, pid=me.pid)
+        for chore in self.chores:
+            woken += chore()
         due = sweep_outbox(
-            self.engine, owner, lease_seconds=self.lease_seconds, redispatch_seconds=self.redispatch_seconds
+            self.engine, me.owner, lease_seconds=self.lease_seconds, redispatch_seconds=self.redispatch_seconds
         )
-        for d in found + due:
+        for d in found + woken + due:
             self.publish(d, None)
         if time.monotonic() - self._last_forget > FORGET_EVERY:
             self._last_forget = time.monotonic()
             forget_dead(self.engine)
-        return found + due
+        return found + woken + due

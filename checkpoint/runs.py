@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from checkpoint.archive import archived_events, store_for_archive
 from checkpoint.artifacts import ArtifactStore
@@ -26,15 +26,22 @@ def new_run_id() -> str:
 
 def create(engine: Engine, workflow: str, input: dict[str, Any], state: dict[str, Any], *, submitted_by: str) -> str:
     """Write the run, its `submitted` event (the first checkpoint) and the first step's dispatch."""
-    run_id = new_run_id()
     with engine.begin() as conn:
-        conn.execute(
-            Q["create_run"],
-            dict(
-                run_id=run_id, workflow=workflow, input=dumps(input), state=dumps(state),
-                payload=dumps({"input": input}), worker=submitted_by, pid=os.getpid(),
-            ),
-        )
+        return create_in(conn, workflow, input, state, submitted_by=submitted_by)
+
+
+def create_in(conn: Connection, workflow: str, input: dict[str, Any], state: dict[str, Any], *, submitted_by: str,
+              extra: dict[str, Any] | None = None) -> str:
+    """:func:`create` inside the caller's transaction (a schedule's tick and its run commit together);
+    ``extra`` joins the `submitted` event's payload."""
+    run_id = new_run_id()
+    conn.execute(
+        Q["create_run"],
+        dict(
+            run_id=run_id, workflow=workflow, input=dumps(input), state=dumps(state),
+            payload=dumps({"input": input, **(extra or {})}), worker=submitted_by, pid=os.getpid(),
+        ),
+    )
     return run_id
 
 

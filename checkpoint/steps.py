@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -48,6 +49,8 @@ class Claim:
     workflow: str
     input: dict[str, Any]
     state: dict[str, Any]
+    #: What ended the wait this step follows: ``{"type": "signal"|"timed_out"|"woke", "payload": ...}``.
+    wake: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,8 @@ def claim(engine: Engine, run_id: str, seq: int, worker: Worker, *, deadline: fl
     row = one(soft(engine), D["claim_step"], params)
     if row is None:
         return None
-    workflow, input_, attempt, state = row
-    return Claim(run_id, seq, attempt, workflow, input_, state)
+    workflow, input_, attempt, state, wake = row
+    return Claim(run_id, seq, attempt, workflow, input_, state, wake)
 
 
 def position(engine: Engine, run_id: str, *, lease_seconds: float) -> Position | None:
@@ -90,19 +93,25 @@ def commit(
     result: Any = None,
     extra_writes: Sequence[Callable[[Connection], None]] = (),
     step_ms: float | None = None,
+    wait_signal: str | None = None,
+    wait_until: datetime | None = None,
 ) -> str | None:
     """Append event ``claim.seq`` and queue the next step, if this attempt still holds the lease.
 
     Returns the run's new status, or None when the write was fenced off (another attempt owns the
     step now). ``extra_writes`` run in the same transaction, only when the append succeeded.
+
+    With ``status="waiting"`` the run parks instead, waiting for ``wait_signal`` (None: a sleep) until
+    ``wait_until`` (None: no timeout). A signal that arrived before the wait is consumed in the same
+    transaction: the run is then ``queued`` again, and ``claim.seq + 2`` is the step to publish.
     """
     params = dict(
         run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt,
         worker=worker.name, pid=worker.pid, type=event_type, status=status,
         state=dumps(state), payload=dumps(payload), result=None if result is None else dumps(result),
-        step_ms=step_ms,
+        step_ms=step_ms, wait_signal=wait_signal, wait_until=wait_until,
     )
-    if not extra_writes:
+    if not extra_writes and status != "waiting":
         row = one(autocommit(engine), D["commit_step"], params)
         return None if row is None else row[0]
     with engine.begin() as conn:
@@ -111,6 +120,12 @@ def commit(
             return None
         for write in extra_writes:
             write(conn)
+        if row.status == "waiting" and wait_signal is not None:
+            woken = conn.execute(Q["wake_on_signal"], dict(
+                run_id=claim.run_id, owner=worker.owner, worker=worker.name, pid=worker.pid,
+            )).one_or_none()
+            if woken is not None:
+                return "queued"
     return row.status
 
 

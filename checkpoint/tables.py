@@ -24,10 +24,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 
+from checkpoint.statuses import RUN_STATUSES
+
 metadata = MetaData()
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 runs = Table(
     "runs",
@@ -48,11 +48,17 @@ runs = Table(
     Column("lease_expires_at", DateTime(timezone=True)),
     Column("cancel_requested_by", Text),
     Column("archive", JSONB),
+    # While status is 'waiting': the signal it waits for (NULL for a sleep), since when, and its due
+    # time (a sleep's end or a wait's timeout), which any worker's sweeper acts on.
+    Column("wait_signal", Text),
+    Column("wait_since", DateTime(timezone=True)),
+    Column("wait_until", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint(f"status IN {RUN_STATUSES}", name="runs_status_valid"),
     Index("runs_created_at_idx", "created_at"),
     Index("runs_leased_idx", "lease_owner", postgresql_where=text("lease_owner IS NOT NULL")),
+    Index("runs_wait_due_idx", "wait_until", postgresql_where=text("status = 'waiting'")),
 )
 
 events = Table(
@@ -130,4 +136,56 @@ summaries = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("run_id", "seq", name="summaries_pkey"),
     Index("summaries_tsv_idx", "tsv", postgresql_using="gin"),
+)
+
+signals = Table(
+    "signals",
+    metadata,
+    Column("run_id", Text, ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
+    # The sender's deduplication key (random when none is given): the same key twice stores one signal.
+    Column("key", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("data", JSONB),
+    Column("sender", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The seq of the `signal` event that delivered it to a wait; NULL while buffered.
+    Column("consumed_seq", Integer),
+    PrimaryKeyConstraint("run_id", "key", name="signals_pkey"),
+    Index("signals_pending_idx", "run_id", "name", "created_at", postgresql_where=text("consumed_seq IS NULL")),
+)
+
+SCHEDULE_OVERLAP = ("skip", "allow")
+SCHEDULE_CATCH_UP = ("none", "one", "all")
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("cron", Text, nullable=False),
+    Column("timezone", Text, nullable=False, server_default="UTC"),
+    Column("workflow", Text, nullable=False),
+    Column("input", JSONB, nullable=False),
+    # The workflow's initial checkpoint for that input, computed when the schedule was added.
+    Column("state", JSONB, nullable=False),
+    Column("overlap", Text, nullable=False, server_default="skip"),
+    Column("catch_up", Text, nullable=False, server_default="one"),
+    Column("next_fire_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"overlap IN {SCHEDULE_OVERLAP}", name="schedules_overlap_valid"),
+    CheckConstraint(f"catch_up IN {SCHEDULE_CATCH_UP}", name="schedules_catch_up_valid"),
+    Index("schedules_due_idx", "next_fire_at"),
+)
+
+schedule_fires = Table(
+    "schedule_fires",
+    metadata,
+    # One row per (schedule, tick), whoever fires it: the schema makes each tick fire once.
+    Column("schedule", Text, ForeignKey("schedules.name", ondelete="CASCADE"), nullable=False),
+    Column("tick", DateTime(timezone=True), nullable=False),
+    Column("run_id", Text, ForeignKey("runs.run_id", ondelete="SET NULL")),
+    Column("outcome", Text, nullable=False),
+    Column("fired_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("schedule", "tick", name="schedule_fires_pkey"),
+    CheckConstraint("outcome IN ('started', 'skipped')", name="schedule_fires_outcome_valid"),
 )

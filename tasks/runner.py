@@ -11,6 +11,7 @@ import os
 import signal
 import time
 import traceback
+from datetime import datetime, timedelta, timezone
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from tasks import logcontext
 from tasks.workflow_registry import WorkflowRegistry
 from tasks.timeout import StepTimeout, time_limit
 from tasks.errors import FailRun
-from tasks.workflow import Continue, Finish, StepContext
+from tasks.workflow import Continue, Finish, Sleep, StepContext, Wait, Wake
 
 log = logging.getLogger("steplog.step")
 
@@ -43,6 +44,31 @@ class StepPolicy:
     retry_backoff_seconds: float
     redispatch_seconds: float = 30.0
     fault_after_commit: bool = False
+
+
+def commit_args(outcome: Any, current_state: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`checkpoint.steps.commit` writes for a step's outcome; TypeError for anything else."""
+    if isinstance(outcome, Finish):
+        return dict(
+            event_type="succeeded", state=outcome.state if outcome.state is not None else current_state,
+            payload={**outcome.payload, "result": outcome.result}, status="succeeded", result=outcome.result,
+            extra_writes=outcome.writes,
+        )
+    if isinstance(outcome, Continue):
+        return dict(event_type=outcome.event, state=outcome.state, payload=outcome.payload, extra_writes=outcome.writes)
+    if isinstance(outcome, (Wait, Sleep)):
+        now = datetime.now(timezone.utc)
+        if isinstance(outcome, Wait):
+            signal_name, due = outcome.signal, None if outcome.timeout is None else now + timedelta(seconds=outcome.timeout)
+        else:
+            signal_name, due = None, outcome.due(now)
+        payload = {**outcome.payload, "signal": signal_name, "since": now.isoformat(),
+                   "timeout_at": None if due is None else due.isoformat()}
+        return dict(
+            event_type="waiting", state=outcome.state if outcome.state is not None else current_state,
+            payload=payload, status="waiting", extra_writes=outcome.writes, wait_signal=signal_name, wait_until=due,
+        )
+    raise TypeError(f"a step returned {type(outcome).__name__}, not Continue, Finish, Wait or Sleep")
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:
@@ -114,6 +140,8 @@ class StepRunner:
             ):
                 self.publish(dispatch, None)
             return "duplicate"
+        if pos.status == "waiting":
+            return "waiting"  # parked: a signal or a timer queues its next step
         if pos.cancel_requested_by and pos.lease_free:
             runs.finalize_cancel(self.engine, run_id, worker=me.name, lease_seconds=self.policy.lease_seconds)
             return "cancelled"
@@ -155,7 +183,7 @@ class StepRunner:
             logcontext.update(step=wf.describe(state) if wf.describe else wf.name)
             history = self.services.load_history(claim.run_id, claim.seq - 1) if wf.history else None
             ctx = StepContext(claim.run_id, claim.seq, claim.attempt, inp, state, me.name, me.owner, self.services,
-                              history)
+                              history, Wake.from_event(claim.wake))
             started = time.perf_counter()
             with time_limit(wf.time_limit or self.policy.step_time_limit):
                 outcome = wf.step(ctx)
@@ -165,19 +193,10 @@ class StepRunner:
         except (Exception, StepTimeout) as exc:
             return self._attempt_failed(claim, me, exc)
 
-        if isinstance(outcome, Finish):
-            kwargs = dict(
-                event_type="succeeded", state=outcome.state if outcome.state is not None else claim.state,
-                payload={**outcome.payload, "result": outcome.result}, status="succeeded", result=outcome.result,
-                extra_writes=outcome.writes,
-            )
-        elif isinstance(outcome, Continue):
-            kwargs = dict(
-                event_type=outcome.event, state=outcome.state, payload=outcome.payload, extra_writes=outcome.writes
-            )
-        else:
-            err = TypeError(f"workflow {wf.name!r} step returned {type(outcome).__name__}, not Continue or Finish")
-            return self._attempt_failed(claim, me, err)
+        try:
+            kwargs = commit_args(outcome, state)
+        except TypeError as exc:
+            return self._attempt_failed(claim, me, TypeError(f"workflow {wf.name!r}: {exc}"))
 
         try:
             label = wf.describe(kwargs["state"]) if wf.describe else None  # from the state, not its pointer
@@ -199,9 +218,12 @@ class StepRunner:
             )
             return "fenced"
         try:  # Redis is a cache and a doorbell: never a reason to fail a committed step
-            self.services.progress(claim.run_id, {"seq": claim.seq, "type": kwargs["event_type"], "status": status,
-                                                  "worker": me.name, "attempt": claim.attempt})
-            if history is not None:
+            if status == "waiting":
+                self.services.park(claim.run_id, claim.seq)  # a waiting run keeps no Redis key
+            else:
+                self.services.progress(claim.run_id, {"seq": claim.seq, "type": kwargs["event_type"], "status": status,
+                                                      "worker": me.name, "attempt": claim.attempt})
+            if history is not None and status in ("running", "succeeded"):
                 self.services.warm_history(history, claim.seq, kwargs["event_type"], kwargs["state"], kwargs["payload"])
         except Exception as exc:
             log.warning("hot tier not updated after step %s of run %s: %s", claim.seq, claim.run_id, exc)
@@ -209,6 +231,8 @@ class StepRunner:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: die between commit and publish
         if status == "running":
             self.publish(Dispatch(claim.run_id, claim.seq + 1, wf.name), label)
+        elif status == "queued":  # the wait was met at once by a signal sent before it: seq + 1 is that signal
+            self.publish(Dispatch(claim.run_id, claim.seq + 2, wf.name), label)
         return status
 
     def _fail_now(self, claim: Claim, me: Worker, exc: FailRun) -> str:

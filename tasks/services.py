@@ -61,15 +61,22 @@ class StepServices:
         if self.hot_cache is not None:
             self.hot_cache.publish_progress(run_id, event)
 
+    def park(self, run_id: str, seq: int) -> None:
+        """A run began to wait at ``seq``: drop its Redis keys (cached contexts, progress stream); it
+        holds none while it waits, and the step that follows rebuilds its context from Postgres."""
+        if self.hot_cache is not None:
+            self.hot_cache.park(run_id, seq)
+
     def warm_history(self, history: Any, seq: int, event_type: str, state: dict, payload: dict) -> None:
         """After a commit: cache the next step's context, built without Postgres (best effort)."""
         if self.hot_cache is not None and history is not None:
             self.hot_cache.put(history.advance(seq, event_type, state, payload))
 
-    def tool_runtime(self, ctx: StepContext) -> ToolRuntime:
-        """A runtime for this step attempt; pass ``runtime.records()`` as the step's ``writes``."""
+    def tool_runtime(self, ctx: StepContext, *, key_seq: int | None = None) -> ToolRuntime:
+        """A runtime for this step attempt; pass ``runtime.records()`` as the step's ``writes``.
+        ``key_seq``: the step whose keys its calls use (an approved call keeps the key it was asked with)."""
         return ToolRuntime(
-            self.engine, self.tools, self.tool_config, run_id=ctx.run_id, seq=ctx.seq,
+            self.engine, self.tools, self.tool_config, run_id=ctx.run_id, seq=key_seq or ctx.seq,
             owner=ctx.owner, worker=ctx.worker,
             artifacts=LedgerArtifacts(self.artifacts) if self.artifacts is not None else None,
         )

@@ -14,3 +14,6 @@ def test_demo_runs_to_completion_with_a_kill_and_a_resumption(steplog_env):
     assert "# How do I run a subprocess with a timeout?" in out and "## Sources" in out
     assert "[subprocess" in out
     assert "report artifact: file://" in out
+    # The report waited for an approval, given by the demo, and the call ran once with the key shown.
+    assert "publish_report waits for approval" in out and "$ steplog approve" in out
+    assert out.index("publish_report waits for approval") < out.index("approved by demo") < out.index("## Sources")

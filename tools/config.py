@@ -32,6 +32,10 @@ class ToolConfig:
     inline_limit: int = 16 * 1024
     #: Redirects fetch_url follows (each one checked by the network guard).
     max_redirects: int = 5
+    #: Tools whose every call waits for a person's approval, whatever their declaration says.
+    approve_tools: frozenset[str] = frozenset()
+    #: How long a call waits for approval before it counts as rejected (seconds).
+    approval_timeout_seconds: float = 86400.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fault_rate <= 1.0:

@@ -47,7 +47,8 @@ class Tool:
     """A declared tool. ``fn(ctx, input) -> output`` gets a validated ``input_model`` instance.
 
     ``dedupes`` is only meaningful for irreversible tools: True when the outside system deduplicates
-    by the key it is handed, so re-firing after a lost answer is safe.
+    by the key it is handed, so re-firing after a lost answer is safe. ``approval``: a person approves
+    each call first (``steplog approve``); ``STEPLOG_APPROVE_TOOLS`` asks it of any tool by name.
     """
 
     name: str
@@ -58,6 +59,7 @@ class Tool:
     fn: Callable[[ToolContext, Any], Any]
     dedupes: bool = False
     description: str = field(default="")
+    approval: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -79,7 +81,7 @@ class Tool:
 
 
 def tool(
-    name: str, version: str, effect: Effect, *, dedupes: bool = False
+    name: str, version: str, effect: Effect, *, dedupes: bool = False, approval: bool = False
 ) -> Callable[[Callable[[ToolContext, Any], Any]], Tool]:
     """Declare a tool from a function annotated ``(ctx: ToolContext, args: InputModel) -> OutputModel``."""
 
@@ -93,7 +95,7 @@ def tool(
             raise ToolDeclarationError(f"tool {name!r}: annotate fn(ctx, args: InputModel) -> OutputModel")
         return Tool(
             name=name, version=version, input_model=hints[params[1]], output_model=hints["return"],
-            effect=effect, fn=fn, dedupes=dedupes, description=(fn.__doc__ or "").strip(),
+            effect=effect, fn=fn, dedupes=dedupes, description=(fn.__doc__ or "").strip(), approval=approval,
         )
 
     return wrap

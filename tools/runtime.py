@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, Protocol
@@ -141,25 +141,45 @@ class ToolRuntime:
         self._records.append(outcome.record)
         return outcome
 
+    def requires_approval(self, name: str, also: Iterable[str] = ()) -> bool:
+        """Whether a call of ``name`` waits for a person first: declared on the tool, named in
+        ``STEPLOG_APPROVE_TOOLS``, or in ``also`` (a run's own list). Unknown tools need none (the call
+        is refused anyway)."""
+        if name not in self.registry:
+            return False
+        return self.registry.get(name).approval or name in self.config.approve_tools or name in set(also)
+
+    def key_for(self, name: str, args: Mapping[str, Any] | BaseModel | None = None) -> str | None:
+        """The idempotency key ``call(name, args)`` would use, without calling; None for a call that
+        would be refused (unknown tool, invalid input)."""
+        try:
+            tool, _, data, _ = self._validate(name, {} if args is None else args)
+        except ToolError:
+            return None
+        return idempotency_key(self.run_id, self.seq, tool.name, tool.version, data)
+
     def records(self) -> list[Record]:
         """Every outcome's ``record``, in call order: pass them as the step commit's extra writes."""
         return list(self._records)
 
     # -- steps of a call --------------------------------------------------------------------------
 
+    def _validate(self, name: str, args: Any) -> tuple[Tool, BaseModel, Any, str]:
+        tool = self.registry.get(name)
+        raw = args.model_dump(mode="json") if isinstance(args, BaseModel) else args
+        bad = non_finite_path(raw)
+        if bad is not None:
+            raise ToolInputError(bad, "NaN and Infinity are not JSON numbers")
+        try:
+            validated = tool.input_model.model_validate(raw)
+        except ValidationError as exc:
+            raise _input_error(exc) from None
+        data = validated.model_dump(mode="json")
+        return tool, validated, data, input_hash(data)
+
     def _call(self, name: str, args: Any) -> ToolOutcome:
         try:
-            tool = self.registry.get(name)
-            raw = args.model_dump(mode="json") if isinstance(args, BaseModel) else args
-            bad = non_finite_path(raw)
-            if bad is not None:
-                raise ToolInputError(bad, "NaN and Infinity are not JSON numbers")
-            try:
-                validated = tool.input_model.model_validate(raw)
-            except ValidationError as exc:
-                raise _input_error(exc) from None
-            data = validated.model_dump(mode="json")
-            digest = input_hash(data)
+            tool, validated, data, digest = self._validate(name, args)
         except ToolError as exc:
             return self._rejected(name, args, exc)
         key = idempotency_key(self.run_id, self.seq, tool.name, tool.version, data)

@@ -12,16 +12,19 @@ import os
 import secrets
 import socket
 import threading
+from datetime import datetime
 from typing import Any
 
 from celery import Celery
 from sqlalchemy import Engine
 
-from checkpoint import heartbeat, runs
+from checkpoint import heartbeat, runs, schedules, signals
 from checkpoint.db import after_fork, make_engine
 from checkpoint.heartbeat import Heartbeat
 from checkpoint.recovery import Sweeper
+from checkpoint.signals import SignalOutcome
 from checkpoint.steps import Dispatch, Worker
+from tasks import approvals
 from tasks.runner import StepRunner
 from tasks.step import STEP_TASK, step_task_id
 from tasks.workflow_registry import WorkflowRegistry
@@ -109,10 +112,11 @@ class ProcessRuntime:
         self._check_pid()
         if self._sweeper is None:
             self._sweeper = Sweeper(
-                self.engine, lambda: self.worker().owner,
+                self.engine, self.worker,
                 lambda dispatch, label: self.publish(dispatch, label, urgent=True),
                 interval=self.settings.sweep_seconds, lease_seconds=self.settings.lease_seconds,
                 redispatch_seconds=self.settings.redispatch_seconds,
+                chores=[lambda: schedules.fire_due(self.engine, worker=self.worker().name)],
             )
             self._sweeper.start()
 
@@ -161,6 +165,32 @@ class ProcessRuntime:
         if publish:
             self.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name))
         return run_id
+
+    # -- waking runs, and runs on a schedule ---------------------------------------------------------
+
+    def signal(self, run_id: str, name: str, data: Any = None, *, key: str | None = None, sender: str) -> SignalOutcome:
+        """Send signal ``name`` to a run (stored first, deduplicated by ``key``); a run it wakes gets
+        its next step published now, not at the next sweep."""
+        outcome = signals.send(self.engine, run_id, name, data, key=key, sender=sender)
+        if outcome.dispatch is not None:
+            self.publish(outcome.dispatch)
+        return outcome
+
+    def decide(self, run_id: str, *, approved: bool, by: str, text: str | None = None) -> SignalOutcome:
+        """Approve or reject the tool call a run waits on (:func:`tasks.approvals.decide`)."""
+        outcome = approvals.decide(self.engine, run_id, approved=approved, by=by, text=text)
+        if outcome.dispatch is not None:
+            self.publish(outcome.dispatch)
+        return outcome
+
+    def add_schedule(self, name: str, cron: str, workflow: str, raw: Any, *, timezone: str = "UTC",
+                     overlap: str = "skip", catch_up: str = "one", created_by: str) -> datetime:
+        """Validate ``raw`` for ``workflow`` and store the schedule; returns its first tick."""
+        spec = schedules.Cron(cron, timezone)
+        wf, data = self.registry.validate(workflow, raw, engine=self.engine)
+        state = wf.start(wf.input_model.model_validate(data))
+        return schedules.add(self.engine, name, spec, wf.name, data, state, overlap=overlap, catch_up=catch_up,
+                             created_by=created_by)
 
     # -- dispatch -----------------------------------------------------------------------------------
 

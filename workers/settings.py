@@ -108,6 +108,15 @@ class Settings(BaseSettings):
     )
     fetch_max_bytes: int = Field(1_000_000, gt=0, description="Largest body fetch_url reads (bytes); the rest is cut.")
     fetch_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one HTTP request of a network tool (seconds).")
+    approve_tools: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_,\s]*$",
+        description="Comma-separated tool names whose every call waits for `steplog approve` (or `reject`) first, "
+        "besides tools declared with approval=True.",
+    )
+    approval_timeout_seconds: float = Field(
+        86400.0, gt=0, description="How long a tool call waits for approval before it counts as rejected (seconds)."
+    )
     tool_fault_rate: float = Field(
         0.0, ge=0.0, le=1.0,
         description="Test only: fraction of tool executions that fail transiently, half after the effect happened.",
@@ -257,6 +266,10 @@ class Settings(BaseSettings):
             "redis_url": redis_url or urls.redis_url,
         } if urls else {"redis_url": redis_url}
         return self.model_copy(update=update)
+
+    @property
+    def approve_tool_names(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.approve_tools.split(",") if t.strip())
 
     @property
     def workflow_module_list(self) -> list[str]:

@@ -42,6 +42,8 @@ def tool_config(s: Settings) -> ToolConfig:
         fetch_max_bytes=s.fetch_max_bytes,
         fetch_timeout_seconds=s.fetch_timeout_seconds,
         inline_limit=s.inline_limit,
+        approve_tools=s.approve_tool_names,
+        approval_timeout_seconds=s.approval_timeout_seconds,
     )
 
 

@@ -14,6 +14,7 @@ class ResearchInput(BaseModel):
     max_steps: int = Field(40, ge=4, le=1000, description="Step budget: reasoning and tool steps together.")
     corpus: str = Field("stdlib", min_length=1, max_length=200, description="Which corpus to research.")
     notify_url: str | None = Field(None, max_length=4096, description="Webhook told when the report is ready.")
+    approve: bool = Field(False, description="publish_report and notify wait for `steplog approve` first.")
 
     @field_validator("question")
     @classmethod

@@ -6,6 +6,9 @@ each), the notes saved, and token usage. It stays bounded however long the run g
 results are stored as artifacts and referenced from the state by pointer.
 
 Phases: reason -> tool -> reason -> ... -> publish (publish_report) -> notify (if a URL) -> done.
+A tool that needs approval (``--approve`` for publish_report and notify, ``STEPLOG_APPROVE_TOOLS``)
+parks the run in its phase until a person answers (:mod:`tasks.approvals`); a rejection is told to
+the agent (an observation) or, for publish and notify, written into the result's report.
 """
 
 from __future__ import annotations
@@ -18,12 +21,24 @@ from typing import Any
 from checkpoint.artifacts import is_pointer_json, offload, resolve
 from tasks.reasoning.base import FinalReport, Observation, ResearchContext, ToolCall
 from tasks.reasoning.errors import InvalidDecision
+from tasks import approvals
 from tasks.reasoning.report import compose
 from tasks.research import decisions
 from tasks.research.inputs import ResearchInput
-from tasks.workflow import Continue, FailRun, Finish, InvalidInput, StepContext, Workflow
+from tasks.workflow import Continue, FailRun, Finish, InvalidInput, StepContext, Wait, Workflow
 
 WINDOW = 6  # observations kept whole in the checkpoint; older ones become a summary line
+APPROVED_BY_FLAG = ("publish_report", "notify")  # what `steplog research --approve` asks approval for
+
+
+def _gate(ctx: StepContext, state: dict[str, Any], tool: str, args: Any) -> Wait | approvals.Verdict | None:
+    also = APPROVED_BY_FLAG if ctx.input.approve else ()
+    return approvals.gate(ctx, state, tool, args, also=also)
+
+
+def _runtime(ctx: StepContext, verdict: approvals.Verdict | None):
+    """The tool runtime of this step; an approved call keeps the key it was approved with."""
+    return ctx.services.tool_runtime(ctx, key_seq=verdict.seq if verdict else None)
 
 
 def start(inp: ResearchInput) -> dict[str, Any]:
@@ -120,9 +135,17 @@ def _best_so_far(ctx: StepContext, state: dict[str, Any]) -> FinalReport:
 # -- tools -----------------------------------------------------------------------------------------
 
 
-def _tool(ctx: StepContext, state: dict[str, Any]) -> Continue:
+def _tool(ctx: StepContext, state: dict[str, Any]) -> Continue | Wait:
     call = state["pending"]
-    tools = ctx.services.tool_runtime(ctx)
+    verdict = _gate(ctx, state, call["tool"], call["args"])
+    if isinstance(verdict, Wait):
+        return verdict
+    if verdict is not None and not verdict.approved:
+        state["observations"].append({**call, "ok": False, "result": None, "error": verdict.refusal(), "replayed": False})
+        state["pending"], state["phase"] = None, "reason"
+        return Continue(state, payload={"kind": "tool", "tool": call["tool"], "key": verdict.key, "status": "rejected",
+                                        "error": verdict.refusal()})
+    tools = _runtime(ctx, verdict)
     outcome = tools.call(call["tool"], call["args"])
     result = outcome.result
     if outcome.ok and ctx.services.artifacts is not None:
@@ -142,11 +165,23 @@ def _tool(ctx: StepContext, state: dict[str, Any]) -> Continue:
     return Continue(state, payload=payload, writes=tools.records())
 
 
-def _publish(ctx: StepContext, state: dict[str, Any]) -> Continue | Finish:
+def _publish(ctx: StepContext, state: dict[str, Any]) -> Continue | Finish | Wait:
     report = state["report"]
-    tools = ctx.services.tool_runtime(ctx)
     cites = sorted({c["doc_id"] if isinstance(c, dict) else str(c) for c in report["citations"]})
-    outcome = tools.call("publish_report", {"markdown": report["markdown"], "citations": cites})
+    args = {"markdown": report["markdown"], "citations": cites}
+    verdict = _gate(ctx, state, "publish_report", args)
+    if isinstance(verdict, Wait):
+        return verdict
+    if verdict is not None and not verdict.approved:
+        state["published"] = "rejected"
+        report["markdown"] += f"\n\n_The report was not published: {verdict.refusal()}._\n"
+        payload = {"kind": "tool", "tool": "publish_report", "key": verdict.key, "status": "rejected"}
+        if ctx.input.notify_url:
+            state["phase"] = "notify"
+            return Continue(state, payload=payload)
+        return Finish(_result(state), state=state, payload=payload)
+    tools = _runtime(ctx, verdict)
+    outcome = tools.call("publish_report", args)
     if not outcome.ok:
         raise RuntimeError(f"publish_report failed: {outcome.error}")  # retried as a step
     if ctx.services.artifacts is not None:
@@ -159,10 +194,19 @@ def _publish(ctx: StepContext, state: dict[str, Any]) -> Continue | Finish:
     return Finish(_result(state), state=state, payload=payload, writes=tools.records())
 
 
-def _notify(ctx: StepContext, state: dict[str, Any]) -> Finish:
-    tools = ctx.services.tool_runtime(ctx)
+def _notify(ctx: StepContext, state: dict[str, Any]) -> Finish | Wait:
     body = {"run_id": ctx.run_id, "question": ctx.input.question, "truncated": state["report"]["truncated"]}
-    outcome = tools.call("notify", {"url": ctx.input.notify_url, "payload": body})
+    args = {"url": ctx.input.notify_url, "payload": body}
+    verdict = _gate(ctx, state, "notify", args)
+    if isinstance(verdict, Wait):
+        return verdict
+    if verdict is not None and not verdict.approved:
+        state["notified"] = "rejected"
+        state["report"]["markdown"] += f"\n\n_No notification was sent: {verdict.refusal()}._\n"
+        payload = {"kind": "tool", "tool": "notify", "key": verdict.key, "status": "rejected"}
+        return Finish(_result(state), state=state, payload=payload)
+    tools = _runtime(ctx, verdict)
+    outcome = tools.call("notify", args)
     state["notified"] = outcome.status
     payload = {"kind": "tool", "tool": "notify", "key": outcome.key, "status": outcome.status,
                "replayed": outcome.replayed, "error": outcome.error}
@@ -175,6 +219,7 @@ def _result(state: dict[str, Any]) -> dict[str, Any]:
         "report": report["markdown"], "citations": report["citations"], "truncated": report["truncated"],
         "steps_used": state["steps_used"], "tokens": state["tokens"], "notes": len(state["notes"]),
         "report_artifact": state.get("report_artifact"), "notified": state.get("notified"),
+        "published": state.get("published", "published"),
     }
 
 

@@ -113,3 +113,8 @@ def _journal(ctx: StepContext):
 
 
 WORKFLOWS.append(Workflow("journal", JournalInput, lambda inp: {"written": 0}, _journal, history=True))
+
+# Workflows that wait for a signal or a time (the durable-waits tests).
+from tests.support.wait_workflows import WORKFLOWS as _WAITING  # noqa: E402
+
+WORKFLOWS.extend(_WAITING)

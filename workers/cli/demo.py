@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 out = Console(soft_wrap=True)
 FINISHED = ("succeeded", "failed", "cancelled")
 QUESTION = "How do I run a subprocess with a timeout?"
+DEMO_APPROVAL_DELAY = 1.0  # seconds a parked run waits before the demo approves it
 
 
 def _env(settings) -> dict[str, str]:
@@ -88,15 +89,23 @@ class Demo:
         return run_id
 
     def follow(self, run_id: str, *, kill_at_seq: int) -> dict[str, Any]:
-        """Print each event as it lands; SIGKILL the worker running step ``kill_at_seq``."""
+        """Print each event as it lands; SIGKILL the worker running step ``kill_at_seq``; approve each
+        tool call the run waits on, a moment after it parks (as an operator would)."""
         import signal
 
         from checkpoint import runs
 
-        seen, killed, last_note = 0, None, time.monotonic()
+        seen, killed, last_note, approve_at = 0, None, time.monotonic(), None
         while True:
             for e in runs.events(self.engine, run_id, after=seen):
                 seen = e["seq"]
+                asked = e["payload"].get("approval") if e["type"] == "waiting" else None
+                if asked:
+                    self.phase(escape(f"run parked: {asked['tool']} waits for approval (key {asked['key'][:16]}...); "
+                                      "no worker, lease or message held while it waits"))
+                    approve_at = time.monotonic() + DEMO_APPROVAL_DELAY
+                elif e["type"] == "signal":
+                    self.phase(escape(f"approved by {e['payload'].get('sender')}: the call runs once, with that key"))
                 resumed = killed and e["seq"] == killed[1]
                 style = "bold green" if resumed else ""
                 what = " ".join(str(e["payload"].get(k)) for k in ("kind", "tool") if e["payload"].get(k))
@@ -109,6 +118,10 @@ class Demo:
             run = runs.get(self.engine, run_id)
             if run["status"] in FINISHED:
                 return run
+            if approve_at is not None and time.monotonic() >= approve_at:
+                out.print(f"    $ steplog approve {run_id}", style="bold", markup=False, highlight=False)
+                self.ctx.celery.steplog.decide(run_id, approved=True, by="demo", text="looks right")
+                approve_at = None
             if killed is None:
                 flight = runs.in_flight(self.engine, run_id)
                 if flight and flight["seq"] >= kill_at_seq:
@@ -128,7 +141,7 @@ class Demo:
                                 f" of step {flight['seq']}; its lease lapses and another worker takes the step over"
                             )
                         last_note = time.monotonic()
-            if time.monotonic() - last_note > 1.0:
+            if time.monotonic() - last_note > 1.0 and run["status"] != "waiting":
                 flight = runs.in_flight(self.engine, run_id)
                 where = f"step {flight['seq']} on {flight['worker']}" if flight else "waiting for a worker"
                 out.print(f"    ... {where}", style="dim", markup=False)
@@ -174,7 +187,8 @@ def demo(
     keep: Annotated[bool, typer.Option("--keep", help="Leave the local services running afterwards.")] = False,
     workers: Annotated[int, typer.Option(min=2, help="Worker processes to start.")] = 3,
 ) -> None:
-    """A research run through real workers; the one running a step is SIGKILLed mid-run and the run resumes."""
+    """A research run through real workers; the one running a step is SIGKILLed mid-run and the run resumes;
+    its report waits for an approval, which the demo gives."""
     settings = ctx.settings  # starts the local services when no STEPLOG_*_URL is set
     local = os.environ.get("STEPLOG_DATABASE_URL") is None
     log_dir = Path(settings.home).resolve() / "demo" / time.strftime("%Y%m%d-%H%M%S")
@@ -186,7 +200,7 @@ def demo(
         d.ensure_corpus()
         d.start_workers()
         d.start_flower()
-        run_id = d.submit("research", {"question": QUESTION, "max_steps": max_steps})
+        run_id = d.submit("research", {"question": QUESTION, "max_steps": max_steps, "approve": True})
         run = d.follow(run_id, kill_at_seq=max(3, max_steps // 3))
         d.phase(escape(f"run {run_id} {run['status']}"))
         if run["status"] == "succeeded":

@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from workers.cli import chaos, db, demo, flower, gc, research, runs, watch, worker
+from workers.cli import chaos, db, demo, flower, gc, research, runs, waits, watch, worker
 from workers.cli.common import print_error
 from workers.cli.errors import explain
 
@@ -72,6 +72,10 @@ app.command()(demo.demo)
 app.command()(research.research)
 app.command()(research.report)
 app.add_typer(research.corpus_app, name="corpus")
+app.command()(waits.signal)
+app.command()(waits.approve)
+app.command()(waits.reject)
+app.add_typer(waits.schedule_app, name="schedule")
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ fold rather than end in an ellipsis when the terminal is too narrow; other colum
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from rich import box
@@ -16,7 +16,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan", "queued": "blue"}
+STATUS_STYLE = {
+    "succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan", "queued": "blue", "waiting": "magenta",
+}
 
 
 def iso(value: datetime | None) -> str | None:
@@ -44,8 +46,28 @@ def run_json(run: dict[str, Any], events: list[dict[str, Any]], in_flight: dict[
         "run_id": run["run_id"], "workflow": run["workflow"], "status": run["status"], "input": run["input"],
         "result": run["result"], "error": run["error"], "cancel_requested_by": run["cancel_requested_by"],
         "created_at": iso(run["created_at"]), "updated_at": iso(run["updated_at"]),
-        "in_flight": in_flight_json(in_flight), "events": [event_json(e) for e in events],
+        "in_flight": in_flight_json(in_flight), "waiting": waiting_json(run), "events": [event_json(e) for e in events],
     }
+
+
+def waiting_json(run: dict[str, Any]) -> dict[str, Any] | None:
+    """What a waiting run waits for: ``{"signal", "since", "timeout_at"}`` (signal None: a sleep)."""
+    if run["status"] != "waiting":
+        return None
+    return {"signal": run["wait_signal"], "since": iso(run["wait_since"]), "timeout_at": iso(run["wait_until"])}
+
+
+def waiting_text(waiting: dict[str, Any], now: datetime | None = None) -> Text:
+    """``signal 'approval' for 12.3s, times out at ...`` / ``a timer, due at ...``."""
+    now = now or datetime.now(timezone.utc)
+    since = datetime.fromisoformat(waiting["since"]) if waiting["since"] else now
+    what = f"signal {waiting['signal']!r}" if waiting["signal"] else "a timer"
+    text = f"{what} for {max(0.0, (now - since).total_seconds()):.1f}s"
+    if waiting["timeout_at"]:
+        due = datetime.fromisoformat(waiting["timeout_at"])
+        verb = "times out" if waiting["signal"] else "due"
+        text += f", {verb} at {when(waiting['timeout_at'])} (in {max(0.0, (due - now).total_seconds()):.1f}s)"
+    return Text(text)
 
 
 def run_summary_json(run: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +153,15 @@ def _head() -> Table:
 def event_name(e: dict[str, Any]) -> str:
     """The event type, and a research step's kind and tool (``tool search_corpus``) in place of
     ``step`` or after a run's last event type (``succeeded: tool publish_report``)."""
+    p = e["payload"] if isinstance(e["payload"], dict) else {}
+    if e["type"] == "waiting":
+        asked = p.get("approval") or {}
+        return f"waiting: approval of {asked['tool']}" if asked else f"waiting: {p.get('signal') or 'timer'}"
+    if e["type"] == "signal":
+        return f"signal {p.get('name')} from {p.get('sender')}"
+    if e["type"] in ("timed_out", "woke"):
+        late = p.get("late_seconds")
+        return f"{e['type']}" + (f" ({float(late):.2f}s late)" if late is not None else "")
     what = activity(e["payload"])
     if e["type"] == "step":
         return what or "step"
@@ -150,6 +181,8 @@ def run_view(doc: dict[str, Any]) -> Group:
         error = doc["error"]
         message = f"{error.get('type')}: {error.get('message')}" if isinstance(error, dict) else str(error)
         head.add_row("error", Text(message, style="red"))
+    if doc["waiting"]:
+        head.add_row("waiting for", waiting_text(doc["waiting"]))
     if doc["in_flight"]:
         f = doc["in_flight"]
         head.add_row("in flight", Text(f"step {f['seq']} on {f['worker']} (pid {f['pid']}, attempt {f['attempt']})"))

@@ -53,7 +53,7 @@ def list_runs(
     from workers.cli.render import run_summary_json, runs_table
 
     if status is not None:
-        from checkpoint.tables import RUN_STATUSES  # with SQLAlchemy's table definitions: only when asked
+        from checkpoint.statuses import RUN_STATUSES
 
         if status not in RUN_STATUSES:
             fail(f"--status must be one of {', '.join(RUN_STATUSES)}; got {status!r}", 2)

@@ -33,7 +33,7 @@ def follow(engine, run_id: str, interval: float, on_update, progress=None) -> Wa
     time. Between reads it waits on the run's progress stream in Redis (``progress``, a HotCache) so a
     new step shows at once; Postgres stays the source of what is shown. Without Redis it polls."""
     from checkpoint import runs
-    from checkpoint.tables import TERMINAL_STATUSES
+    from checkpoint.statuses import TERMINAL_STATUSES
     from workers.cli.watch_view import WatchState
 
     state: WatchState | None = None
@@ -81,7 +81,7 @@ def watch(
     from rich.live import Live
 
     from checkpoint import runs
-    from checkpoint.tables import TERMINAL_STATUSES
+    from checkpoint.statuses import TERMINAL_STATUSES
     from workers.cli.watch_view import final_line, watch_view
 
     progress = progress_stream(ctx.settings)

@@ -15,9 +15,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from checkpoint.tables import TERMINAL_STATUSES
+from checkpoint.statuses import TERMINAL_STATUSES
 from workers.cli.render import activity as payload_activity
-from workers.cli.render import result_line, status_text
+from workers.cli.render import result_line, status_text, waiting_json, waiting_text
 from workers.cli.render import table as plain_table
 
 RECENT = 12  # rows of the recent-steps table
@@ -82,10 +82,13 @@ class WatchState:
         return max(0.0, (end - self.run["created_at"]).total_seconds())
 
 
-def _current(state: WatchState) -> Text:
+def _current(state: WatchState, now: datetime | None = None) -> Text:
     f = state.in_flight
     if f is not None:
         return Text(f"step {f['seq']} on {f['worker']} (pid {f['pid']}, attempt {f['attempt']})")
+    waiting = waiting_json(state.run)
+    if waiting is not None:
+        return Text("waiting for ").append_text(waiting_text(waiting, now))
     return Text("-" if state.finished else "waiting for a worker")
 
 
@@ -129,7 +132,7 @@ def watch_view(state: WatchState, now: datetime | None = None) -> Group:
     progress = Table.grid(padding=(0, 1))
     progress.add_row(bar, Text(f"{done} step{'' if budget is None and state.steps_done == 1 else 's'}"))
     head.add_row("progress", progress)
-    head.add_row("current", _current(state))
+    head.add_row("current", _current(state, now))
     if state.latest is not None and activity(state.latest):
         head.add_row("last", Text(activity(state.latest)))
     head.add_row("elapsed", f"{state.elapsed(now):.1f}s")

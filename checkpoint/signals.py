@@ -1,0 +1,84 @@
+"""Signals: outside events a run may wait for, stored durably first and delivered once.
+
+:func:`send` stores the signal (deduplicated by its key), and, when the run waits for that signal now,
+wakes it in the same transaction: a ``signal`` event, the run ``queued``, and the next step's outbox
+row, which the caller publishes right away (a submitter's promise: the sweeper re-sends it if the
+caller dies first). A signal the run does not wait for yet stays buffered; the step that later
+commits ``Wait`` for it consumes it in its own commit (:func:`checkpoint.steps.commit`). A timer's
+wake takes the run row with SKIP LOCKED and the sender holds it, so a signal racing a timeout has
+exactly one outcome.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from checkpoint.errors import BadInput, RunNotFound, SteplogError
+from checkpoint.jsonutil import dumps
+from checkpoint.queries import EVENT_LOG, load
+from checkpoint.steps import Dispatch
+from checkpoint.statuses import TERMINAL_STATUSES
+
+Q = load(EVENT_LOG)
+
+MAX_NAME = 200
+
+
+class RunFinished(SteplogError):
+    """The run has ended (succeeded, failed or cancelled): it takes no more signals."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run {run_id} is {status}: it takes no more signals")
+        self.run_id, self.status = run_id, status
+
+
+@dataclass(frozen=True)
+class SignalOutcome:
+    """What sending did: ``delivered`` (it woke the run), ``buffered`` (kept for a later wait), or
+    ``duplicate`` (this key was sent before; ``delivered_seq`` says whether that one woke the run)."""
+
+    status: str
+    key: str
+    dispatch: Dispatch | None = None
+    delivered_seq: int | None = None
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        raise BadInput(f"a signal name must be a non-empty string of at most {MAX_NAME} characters, got {name!r}")
+    return name
+
+
+def send(
+    engine: Engine, run_id: str, name: str, data: Any = None, *, key: str | None = None, sender: str, owner: str | None = None
+) -> SignalOutcome:
+    """Store signal ``name`` for ``run_id`` and wake the run if it waits for it; see the module doc.
+
+    ``owner`` is the liveness id of a worker process that will publish the dispatch (None: a submitter,
+    whose unpublished dispatch the sweeper re-sends after STEPLOG_REDISPATCH_SECONDS). Raises
+    :class:`RunNotFound` or :class:`RunFinished`; then nothing was written.
+    """
+    check_name(name)
+    payload = dumps(data)  # NotJSONError before anything is written
+    key = key or uuid.uuid4().hex
+    with engine.begin() as conn:
+        run = conn.execute(Q["lock_run"], dict(run_id=run_id)).one_or_none()
+        if run is None:
+            raise RunNotFound(run_id)
+        if run.status in TERMINAL_STATUSES:
+            raise RunFinished(run_id, run.status)
+        stored = conn.execute(Q["store_signal"], dict(run_id=run_id, key=key, name=name, data=payload, sender=sender))
+        if stored.one_or_none() is None:
+            earlier = conn.execute(Q["get_signal"], dict(run_id=run_id, key=key)).one()
+            return SignalOutcome("duplicate", key, delivered_seq=earlier.consumed_seq)
+        woken = conn.execute(
+            Q["wake_on_signal"], dict(run_id=run_id, owner=owner, worker=sender, pid=os.getpid())
+        ).one_or_none()
+    if woken is None:
+        return SignalOutcome("buffered", key)
+    return SignalOutcome("delivered", key, Dispatch(woken.run_id, woken.seq, woken.workflow), woken.seq - 1)
