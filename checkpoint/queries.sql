@@ -265,11 +265,10 @@ SELECT run_id, workflow, status, created_at, updated_at
 SELECT status, wait_signal, next_seq FROM runs WHERE run_id = :run_id FOR UPDATE
 
 -- name: store_signal
--- Durable first, deduplicated by the sender's key: the same key twice stores (and delivers) once.
+-- Durable first. The sender holds the run row and looked for the key first (get_signal): the same
+-- key twice stores (and delivers) once.
 INSERT INTO signals (run_id, key, name, data, sender)
 VALUES (:run_id, :key, :name, CAST(:data AS jsonb), :sender)
-ON CONFLICT (run_id, key) DO NOTHING
-RETURNING key
 
 -- name: get_signal
 SELECT name, consumed_seq, created_at FROM signals WHERE run_id = :run_id AND key = :key

@@ -55,27 +55,35 @@ def check_name(name: str) -> str:
 
 
 def send(
-    engine: Engine, run_id: str, name: str, data: Any = None, *, key: str | None = None, sender: str, owner: str | None = None
+    engine: Engine, run_id: str, name: str, data: Any = None, *, key: str | None = None, sender: str,
+    owner: str | None = None, max_bytes: int | None = None,
 ) -> SignalOutcome:
     """Store signal ``name`` for ``run_id`` and wake the run if it waits for it; see the module doc.
 
     ``owner`` is the liveness id of a worker process that will publish the dispatch (None: a submitter,
-    whose unpublished dispatch the sweeper re-sends after STEPLOG_REDISPATCH_SECONDS). Raises
+    whose unpublished dispatch the sweeper re-sends after STEPLOG_REDISPATCH_SECONDS). ``max_bytes``
+    bounds the data's JSON (it lands in the run's event log as is). Raises :class:`BadInput`,
     :class:`RunNotFound` or :class:`RunFinished`; then nothing was written.
     """
     check_name(name)
     payload = dumps(data)  # NotJSONError before anything is written
+    size = len(payload.encode())
+    if max_bytes is not None and size > max_bytes:
+        raise BadInput(f"signal data is {size} bytes of JSON; at most {max_bytes} (STEPLOG_INLINE_LIMIT) are taken")
+    if key is not None and not (0 < len(key) <= MAX_NAME):
+        raise BadInput(f"a signal key must be 1 to {MAX_NAME} characters, got {len(key)}")
     key = key or uuid.uuid4().hex
     with engine.begin() as conn:
         run = conn.execute(Q["lock_run"], dict(run_id=run_id)).one_or_none()
         if run is None:
             raise RunNotFound(run_id)
+        # A key sent before is a duplicate whatever became of the run since (it may have finished).
+        earlier = conn.execute(Q["get_signal"], dict(run_id=run_id, key=key)).one_or_none()
+        if earlier is not None:
+            return SignalOutcome("duplicate", key, delivered_seq=earlier.consumed_seq)
         if run.status in TERMINAL_STATUSES:
             raise RunFinished(run_id, run.status)
-        stored = conn.execute(Q["store_signal"], dict(run_id=run_id, key=key, name=name, data=payload, sender=sender))
-        if stored.one_or_none() is None:
-            earlier = conn.execute(Q["get_signal"], dict(run_id=run_id, key=key)).one()
-            return SignalOutcome("duplicate", key, delivered_seq=earlier.consumed_seq)
+        conn.execute(Q["store_signal"], dict(run_id=run_id, key=key, name=name, data=payload, sender=sender))
         woken = conn.execute(
             Q["wake_on_signal"], dict(run_id=run_id, owner=owner, worker=sender, pid=os.getpid())
         ).one_or_none()

@@ -85,7 +85,8 @@ def gate(
     )
 
 
-def decide(engine: Engine, run_id: str, *, approved: bool, by: str, text: str | None = None) -> SignalOutcome:
+def decide(engine: Engine, run_id: str, *, approved: bool, by: str, text: str | None = None,
+           max_bytes: int | None = None) -> SignalOutcome:
     """Approve or reject the call run ``run_id`` waits on, as ``by``. Raises :class:`RunNotFound`, or
     :class:`NotAwaitingApproval` saying what the run waits for; repeating the same answer is harmless
     (outcome ``duplicate``)."""
@@ -96,7 +97,8 @@ def decide(engine: Engine, run_id: str, *, approved: bool, by: str, text: str | 
     word = "approved" if approved else "rejected"
     if run.status == "waiting" and run.wait_signal == SIGNAL:
         data = {"approved": approved, "by": by, ("note" if approved else "reason"): text}
-        return signals.send(engine, run_id, SIGNAL, data, key=f"{SIGNAL}:{run.next_seq - 1}", sender=by)
+        return signals.send(engine, run_id, SIGNAL, data, key=f"{SIGNAL}:{run.next_seq - 1}", sender=by,
+                            max_bytes=max_bytes)
     last = _last_answer(engine, run_id)
     if last is not None and last["approved"] is approved:
         return SignalOutcome("duplicate", last["key"], delivered_seq=last["seq"])

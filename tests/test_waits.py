@@ -129,3 +129,15 @@ def test_a_waiting_run_holds_no_lease_outbox_row_message_or_redis_key(steps: Run
               for m in client.lrange(key, 0, -1) if run_id.encode() in m]
     unacked = [v for v in (client.hvals("unacked") if client.exists("unacked") else []) if run_id.encode() in v]
     assert (holding, queued, unacked) == ([], [], [])
+
+
+def test_bad_signals_are_refused_before_anything_is_written(steps: Runs, celery_session_app, session_settings) -> None:
+    from checkpoint.errors import BadInput
+
+    run_id = steps.submit("waiter", {"signal": "go"}, publish=False)
+    too_big = {"blob": "x" * session_settings.inline_limit}
+    for name, data, key in (("", {}, None), ("go", too_big, None), ("go", {}, "k" * 500)):
+        with pytest.raises(BadInput):
+            celery_session_app.steplog.signal(run_id, name, data, key=key, sender="x")
+    with steps.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM signals WHERE run_id = :r"), dict(r=run_id)).scalar_one() == 0

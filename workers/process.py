@@ -171,14 +171,16 @@ class ProcessRuntime:
     def signal(self, run_id: str, name: str, data: Any = None, *, key: str | None = None, sender: str) -> SignalOutcome:
         """Send signal ``name`` to a run (stored first, deduplicated by ``key``); a run it wakes gets
         its next step published now, not at the next sweep."""
-        outcome = signals.send(self.engine, run_id, name, data, key=key, sender=sender)
+        outcome = signals.send(self.engine, run_id, name, data, key=key, sender=sender,
+                               max_bytes=self.settings.inline_limit)
         if outcome.dispatch is not None:
             self.publish(outcome.dispatch)
         return outcome
 
     def decide(self, run_id: str, *, approved: bool, by: str, text: str | None = None) -> SignalOutcome:
         """Approve or reject the tool call a run waits on (:func:`tasks.approvals.decide`)."""
-        outcome = approvals.decide(self.engine, run_id, approved=approved, by=by, text=text)
+        outcome = approvals.decide(self.engine, run_id, approved=approved, by=by, text=text,
+                                   max_bytes=self.settings.inline_limit)
         if outcome.dispatch is not None:
             self.publish(outcome.dispatch)
         return outcome
