@@ -21,8 +21,8 @@ from sqlalchemy import Engine
 from checkpoint.errors import BadInput, RunNotFound, SteplogError
 from checkpoint.jsonutil import dumps
 from checkpoint.queries import EVENT_LOG, load
-from checkpoint.steps import Dispatch
 from checkpoint.statuses import TERMINAL_STATUSES
+from checkpoint.steps import Dispatch
 
 Q = load(EVENT_LOG)
 

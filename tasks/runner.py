@@ -11,9 +11,9 @@ import os
 import signal
 import time
 import traceback
-from datetime import datetime, timedelta, timezone
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Engine
@@ -24,10 +24,10 @@ from checkpoint.artifacts import is_pointer_json, offload, resolve
 from checkpoint.jsonutil import dumps
 from checkpoint.steps import Claim, Dispatch, Worker
 from tasks import logcontext
-from tasks.workflow_registry import WorkflowRegistry
-from tasks.timeout import StepTimeout, time_limit
 from tasks.errors import FailRun
+from tasks.timeout import StepTimeout, time_limit
 from tasks.workflow import Continue, Finish, Sleep, StepContext, Wait, Wake
+from tasks.workflow_registry import WorkflowRegistry
 
 log = logging.getLogger("steplog.step")
 

@@ -17,7 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tasks.errors import FailRun, InvalidInput, WorkflowError  # part of the workflow author's API
+from tasks.errors import (  # part of the workflow author's API
+    FailRun,
+    InvalidInput,
+    WorkflowError,
+)
 
 __all__ = [
     "Continue", "FailRun", "Finish", "InvalidInput", "Sleep", "StepContext", "Wait", "Wake", "Workflow", "WorkflowError",
