@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 
+import openai
 import pytest
 
 from tasks.reasoning.base import FinalReport, Observation, ResearchContext, ToolCall
@@ -13,7 +15,15 @@ from tasks.reasoning.errors import InvalidDecision, ReasonerError
 from tasks.reasoning.llm import InvalidModelReply, LLMEndpointError, LLMReasoner
 from tasks.reasoning.prompt import FINAL_REPORT
 from tasks.reasoning.toolspec import ToolSpec, tool_specs
-from tests.support.fake_llm import Reply, error, malformed, text, tool_call
+from tests.support.fake_llm import (
+    Reply,
+    error,
+    malformed,
+    stream_chunks,
+    stream_error,
+    text,
+    tool_call,
+)
 from tools.registry import builtin_registry
 from workers.settings import SettingsError, load_settings
 
@@ -319,3 +329,243 @@ def test_settings_choose_the_reasoner_and_hide_the_key():
         load_settings(reasoner="llm")
     with pytest.raises(SettingsError, match="STEPLOG_LLM_MODEL"):
         load_settings(llm_base_url="http://localhost:8000/v1")
+
+
+# --- the SDK, and streaming ---------------------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it chains, as a traceback would print them or a debugger reach them."""
+    out: list[BaseException] = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def _decide_both_ways(url: str, ctx: ResearchContext, **kw):
+    """The plain decision, then the streamed one (with the text deltas it sent)."""
+    plain = reasoner(url, **kw).decide(ctx)
+    deltas: list[str] = []
+    streamed = reasoner(url, **kw).decide(ctx, on_delta=deltas.append)
+    return plain, streamed, deltas
+
+
+def test_requests_go_through_the_openai_sdk(fake_llm):
+    fake_llm.script(text("done"))
+    reasoner(fake_llm.url).decide(context())
+    (req,) = fake_llm.chat_requests
+    assert req.headers["user-agent"].startswith("OpenAI/Python")
+    assert req.headers["x-stainless-retry-count"] == "0"  # the SDK's own retries are off: ours do it
+    assert req.body["stream"] is False and "stream_options" not in req.body
+    assert "openai-organization" not in req.headers and "openai-project" not in req.headers
+
+
+REPLIES = {
+    "tool-call": lambda: tool_call("search_corpus", {"query": "json indent", "limit": 3}, content="Let me search.",
+                                   usage={"prompt_tokens": 812, "completion_tokens": 31, "total_tokens": 843}),
+    "final-report": lambda: tool_call(FINAL_REPORT, {"markdown": "Use `json.dumps(obj, indent=2)` [json.dumps].",
+                                                     "citations": ["json.dumps"]}),
+    "plain-text": lambda: text("<think>easy</think>Call [json.dumps] with indent; see [json.dump]."),
+    "several-calls": lambda: tool_call("search_corpus", {"query": "a"}, more=[("save_note", {"text": "b"})]),
+    "arguments-object": lambda: tool_call("search_corpus", {"query": "json"}),  # made an object below
+}
+
+
+@pytest.mark.parametrize("name", list(REPLIES))
+def test_streamed_and_plain_answers_give_equal_decisions(fake_llm, name):
+    reply = REPLIES[name]()
+    if name == "arguments-object":  # Ollama's native shape: the arguments as an object, not a string
+        reply["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] = {"query": "json"}
+    fake_llm.script(reply, reply)
+    plain, streamed, deltas = _decide_both_ways(fake_llm.url, context())
+
+    assert streamed.action == plain.action
+    assert streamed.usage == plain.usage == reply["usage"]  # the usage chunk of the stream
+    for key in ("message", "finish_reason", "response_id", "served_by", "usage", "ignored_tool_calls"):
+        assert streamed.record.get(key) == plain.record.get(key), key
+    assert streamed.record["streamed"] is True and "streamed" not in plain.record
+    assert "".join(deltas) == (reply["choices"][0]["message"].get("content") or "")
+    if name == "tool-call":
+        assert len(deltas) > 1  # in pieces, as they arrived
+
+    first, second = fake_llm.chat_requests
+    assert not first.streamed and second.streamed
+    assert second.body["stream_options"] == {"include_usage": True}
+    assert {k: v for k, v in second.body.items() if k not in ("stream", "stream_options")} == \
+        {k: v for k, v in first.body.items() if k != "stream"}
+
+
+def test_stream_assembles_interleaved_tool_call_deltas(fake_llm):
+    # Two calls whose argument pieces arrive interleaved, the name once, the id once (as vLLM may send).
+    body = tool_call("search_corpus", {"query": "json"}, call_id="call_A", more=[("save_note", {"text": "n"})])
+    chunks = stream_chunks(body, piece=2)
+    head, calls, tail = chunks[:1], [c for c in chunks if c["choices"] and "tool_calls" in c["choices"][0]["delta"]], \
+        [c for c in chunks if not c["choices"] or c["choices"][0]["finish_reason"]]
+    by_index = {0: [c for c in calls if c["choices"][0]["delta"]["tool_calls"][0]["index"] == 0],
+                1: [c for c in calls if c["choices"][0]["delta"]["tool_calls"][0]["index"] == 1]}
+    interleaved = [c for pair in zip(by_index[0], by_index[1]) for c in pair]
+    n = min(len(by_index[0]), len(by_index[1]))
+    interleaved += by_index[0][n:] + by_index[1][n:]
+    raw = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in head + interleaved + tail)
+    fake_llm.script(Reply(body=raw + b"data: [DONE]\n\n", headers={"Content-Type": "text/event-stream"}))
+
+    decision = reasoner(fake_llm.url).decide(context(), on_delta=lambda _: None)
+    assert decision.action == ToolCall("search_corpus", {"query": "json", "corpus": "stdlib", "limit": 5},
+                                       call_id="call_A")
+    assert decision.record["ignored_tool_calls"] == ["save_note"]
+    calls = decision.record["message"]["tool_calls"]
+    assert [json.loads(c["function"]["arguments"]) for c in calls] == [{"query": "json"}, {"text": "n"}]
+
+
+def test_stream_without_usage_when_the_server_is_not_asked(fake_llm):
+    fake_llm.script(text("done [json.dumps]"))
+    decision = reasoner(fake_llm.url, stream=True, stream_usage=False).decide(context())
+    assert decision.action.markdown == "done [json.dumps]"
+    assert decision.usage == {} and decision.record["usage"] == {}
+    (req,) = fake_llm.chat_requests
+    assert req.streamed and "stream_options" not in req.body
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_malformed_tool_call_is_a_correction_then_success(fake_llm, stream):
+    fake_llm.script(tool_call("search_corpus", '{"query": "json", "limit": 3'),
+                    tool_call("search_corpus", {"query": "json", "limit": 3}))
+    r = reasoner(fake_llm.url, stream=stream)
+    with pytest.raises(InvalidModelReply) as info:
+        r.decide(context())
+    assert "not valid JSON" in str(info.value) and info.value.usage["total_tokens"] == 120
+    assert info.value.record["message"]["tool_calls"][0]["function"]["arguments"] == '{"query": "json", "limit": 3'
+    assert len(fake_llm.chat_requests) == 1  # not retried here: the workflow sends it back as a correction
+
+    decision = r.decide(context(last_error=str(info.value), corrections=1))
+    assert decision.action.args == {"query": "json", "corpus": "stdlib", "limit": 3}
+    assert str(info.value) in fake_llm.chat_requests[1].messages[-1]["content"]
+
+
+def test_streamed_rate_limit_then_success_is_retried(fake_llm):
+    fake_llm.script(error(429, "slow down", retry_after=0), tool_call("search_corpus", {"query": "json"}))
+    decision = reasoner(fake_llm.url).decide(context(), on_delta=lambda _: None)
+    assert decision.action.tool == "search_corpus" and decision.record["attempts"] == 2
+    first, second = fake_llm.chat_requests
+    assert first.body == second.body and first.streamed
+
+
+def test_rate_limit_waits_as_retry_after_asks(fake_llm):
+    fake_llm.script(error(429, "slow down", retry_after=0.5), text("done"))
+    started = time.monotonic()
+    reasoner(fake_llm.url).decide(context())
+    first, second = fake_llm.chat_requests
+    assert second.at - first.at >= 0.5
+    assert time.monotonic() - started < 5
+
+
+def test_bad_key_is_not_retried_and_no_sdk_exception_travels_on(fake_llm):
+    fake_llm.script(default=error(403, f"key {KEY} may not use this model"))
+    with pytest.raises(LLMEndpointError) as info:
+        reasoner(fake_llm.url, max_retries=3).decide(context(), on_delta=lambda _: None)
+    assert "rejected the API key" in str(info.value) and "HTTP 403" in str(info.value)
+    assert "not retried" in str(info.value)
+    assert info.value.status == 403 and info.value.retryable is False
+    assert len(fake_llm.chat_requests) == 1
+    # The SDK's exceptions carry the request, Authorization header included: none is kept.
+    for exc in _chain(info.value):
+        assert not isinstance(exc, openai.OpenAIError)
+        assert KEY not in str(exc) and KEY not in repr(exc) and KEY not in repr(vars(exc))
+    assert KEY not in "".join(traceback.format_exception(info.value))
+
+
+def test_no_key_and_a_server_that_wants_one_says_so(fake_llm):
+    fake_llm.script(error(401, "missing bearer token"))
+    with pytest.raises(LLMEndpointError, match=r"requires an API key \(none is set\)"):
+        reasoner(fake_llm.url, api_key="").decide(context())
+    assert "authorization" not in fake_llm.chat_requests[0].headers
+
+
+def test_no_key_ignores_an_ambient_openai_key(fake_llm, monkeypatch):
+    # The SDK falls back on OPENAI_API_KEY: an OpenAI key must not travel to a self-hosted server.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-ambient-123456")
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-ambient")
+    fake_llm.script(text("a"), text("b"))
+    reasoner(fake_llm.url, api_key=None).decide(context())
+    reasoner(fake_llm.url, api_key=None).decide(context(), on_delta=lambda _: None)
+    for req in fake_llm.chat_requests:
+        assert "authorization" not in req.headers and "openai-organization" not in req.headers
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_server_that_never_answers_fails_in_bounded_time(fake_llm, stream):
+    fake_llm.script(default=Reply(body=text("never"), delay=30))
+    started = time.monotonic()
+    with pytest.raises(LLMEndpointError) as info:
+        reasoner(fake_llm.url, timeout=0.3, max_retries=1, stream=stream).decide(context())
+    assert time.monotonic() - started < 5
+    assert "no answer within 0.3 s" in str(info.value) and "2 attempts" in str(info.value)
+    assert info.value.retryable and not isinstance(info.value, InvalidDecision)
+    assert len(fake_llm.chat_requests) == 2
+
+
+def test_a_stream_that_stalls_is_retried_and_the_text_restarts(fake_llm):
+    body = text("the first attempt stalls half way")
+    fake_llm.script(Reply(body=body, stall_after=2, stall=5.0), text("second [json.dumps]"))  # role, one piece
+    deltas: list[str] = []
+    restarts: list[int] = []
+    decision = reasoner(fake_llm.url, timeout=0.5).decide(
+        context(), on_delta=deltas.append, on_restart=lambda: restarts.append(len(deltas)))
+    assert decision.action.markdown == "second [json.dumps]" and decision.record["attempts"] == 2
+    assert restarts == [1]  # after the one piece the stalled attempt sent
+    assert "".join(deltas[1:]) == "second [json.dumps]"
+
+
+def test_a_stream_cut_short_is_retried(fake_llm):
+    fake_llm.script(Reply(body=text("cut off before the end"), cut_after=3), text("whole"))
+    decision = reasoner(fake_llm.url, stream=True).decide(context())
+    assert decision.action.markdown == "whole" and len(fake_llm.chat_requests) == 2
+
+
+def test_a_server_that_ignores_stream_answers_json_and_the_decision_is_the_same(fake_llm):
+    whole = json.dumps(text("not streamed [json.dumps]")).encode()
+    fake_llm.script(Reply(body=whole, headers={"Content-Type": "application/json"}))
+    deltas: list[str] = []
+    decision = reasoner(fake_llm.url).decide(context(), on_delta=deltas.append)
+    assert decision.action.markdown == "not streamed [json.dumps]" and deltas == ["not streamed [json.dumps]"]
+    assert decision.usage["total_tokens"] == 120
+
+
+def test_a_stream_event_that_is_not_json_is_retried(fake_llm):
+    fake_llm.script(Reply(body=b"data: {\"id\": \"chatcmpl-broken\", \"choi\n\n",
+                          headers={"Content-Type": "text/event-stream"}), text("fine"))
+    decision = reasoner(fake_llm.url, stream=True).decide(context())
+    assert decision.action.markdown == "fine" and decision.record["attempts"] == 2
+
+
+def test_an_error_event_in_a_stream_is_an_endpoint_error_without_the_key(fake_llm):
+    fake_llm.script(stream_error(f"upstream failed for key {KEY}", after=text("partial answer")))
+    deltas: list[str] = []
+    with pytest.raises(LLMEndpointError) as info:
+        reasoner(fake_llm.url).decide(context(), on_delta=deltas.append)
+    assert "reported an error" in str(info.value) and "upstream failed" in str(info.value)
+    assert KEY not in str(info.value) and info.value.retryable
+    assert all(not isinstance(e, openai.OpenAIError) for e in _chain(info.value))
+    assert len(fake_llm.chat_requests) == 1
+
+
+def test_a_failing_delta_callback_does_not_fail_the_decision(fake_llm, caplog):
+    fake_llm.script(text("a longer answer [json.dumps]"))
+
+    def broken(_: str) -> None:
+        raise RuntimeError("redis is down")
+
+    decision = reasoner(fake_llm.url).decide(context(), on_delta=broken)
+    assert decision.action.markdown == "a longer answer [json.dumps]"
+    assert sum("redis is down" in rec.getMessage() for rec in caplog.records) == 1
+
+
+def test_key_never_appears_in_streamed_records_or_debug_logs(fake_llm, caplog):
+    caplog.set_level(logging.DEBUG)  # the openai, httpx and httpcore loggers included
+    fake_llm.script(error(429, f"key {KEY} is over quota", retry_after=0), tool_call("search_corpus", {"query": "j"}))
+    decision = reasoner(fake_llm.url).decide(context(), on_delta=lambda _: None)
+    assert fake_llm.chat_requests[1].headers["authorization"] == f"Bearer {KEY}"
+    assert any(rec.name.startswith("openai") for rec in caplog.records)
+    assert KEY not in caplog.text and KEY not in " ".join(str(rec.args) for rec in caplog.records)
+    assert KEY not in json.dumps(decision.record)

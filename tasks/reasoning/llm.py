@@ -4,12 +4,17 @@
 The model sees the run's tools plus the pseudo-tool ``final_report`` and answers with one tool call
 (a plain text answer counts as the final report). It holds no state between decisions: everything
 comes from the :class:`ResearchContext`, and corrections are the workflow's loop, not ours.
+
+The request goes through the official ``openai`` SDK (:mod:`tasks.reasoning.openai_client`), plain
+or streamed: ``stream=True`` (or an ``on_delta`` callback given to :meth:`LLMReasoner.decide`) sends
+the answer's text to the callback as it arrives and decides on the assembled answer, exactly as the
+plain call would.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import SecretStr
@@ -17,7 +22,12 @@ from pydantic import SecretStr
 from tasks.reasoning.base import Decision, FinalReport, ResearchContext
 from tasks.reasoning.errors import LLMEndpointError
 from tasks.reasoning.openai_client import ChatClient, ChatResponse
-from tasks.reasoning.prompt import FINAL_REPORT, MAX_RESULT_CHARS, build_messages, tool_definitions
+from tasks.reasoning.prompt import (
+    FINAL_REPORT,
+    MAX_RESULT_CHARS,
+    build_messages,
+    tool_definitions,
+)
 from tasks.reasoning.reply import InvalidModelReply, parse_reply, parse_usage
 from tasks.reasoning.toolspec import ToolSpec
 
@@ -33,6 +43,8 @@ class LLMReasoner:
     build them from a tool registry). ``api_key`` may be empty for servers without auth (Ollama,
     vLLM); it is kept as a ``SecretStr`` and never appears in records, logs, errors or ``repr``.
     ``extra_body`` is merged into every request (provider options such as ``{"seed": 1}``).
+    ``stream`` streams every request; ``stream_usage`` asks a streaming server for token usage
+    (``stream_options.include_usage``; turn it off for a server that refuses the option).
     """
 
     name = "llm"
@@ -54,6 +66,8 @@ class LLMReasoner:
         parallel_tool_calls: bool | None = None,
         extra_body: Mapping[str, Any] | None = None,
         max_result_chars: int = MAX_RESULT_CHARS,
+        stream: bool = False,
+        stream_usage: bool = True,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError("model must be a non-empty model name, e.g. gpt-4o-mini or qwen2.5:7b")
@@ -82,7 +96,9 @@ class LLMReasoner:
         ):
             if value is not None:  # unset options are not sent: not every server knows every one
                 self._options[key] = value
-        for reserved in ("model", "messages", "tools", "tool_choice", "stream"):
+        self.stream = bool(stream)
+        self.stream_usage = bool(stream_usage)
+        for reserved in ("model", "messages", "tools", "tool_choice", "stream", "stream_options"):
             if reserved in self._options:
                 raise ValueError(f"extra_body must not set {reserved!r}; the reasoner sets it")
 
@@ -96,21 +112,39 @@ class LLMReasoner:
             f"tools={[t.name for t in self.tools]!r}, client={self._client!r})"
         )
 
-    def request_body(self, context: ResearchContext) -> dict[str, Any]:
-        """The chat-completions request for ``context`` (a pure function of it)."""
+    def request_body(self, context: ResearchContext, *, stream: bool | None = None) -> dict[str, Any]:
+        """The chat-completions request for ``context`` (a pure function of it, and of ``stream``,
+        by default the reasoner's own setting)."""
+        stream = self.stream if stream is None else stream
         return {
             **self._options,
             "model": self.model,
             "messages": build_messages(context, max_result_chars=self.max_result_chars),
             "tools": tool_definitions(self.tools),
             "tool_choice": "auto",
-            "stream": False,
+            "stream": stream,
+            **({"stream_options": {"include_usage": True}} if stream and self.stream_usage else {}),
         }
 
-    def decide(self, context: ResearchContext) -> Decision:
+    def decide(
+        self,
+        context: ResearchContext,
+        *,
+        on_delta: Callable[[str], None] | None = None,
+        on_restart: Callable[[], None] | None = None,
+    ) -> Decision:
         """Ask the model once. :class:`InvalidModelReply` (an ``InvalidDecision``) when its answer is
-        unusable; :class:`LLMEndpointError` (a ``ReasonerError``) when the endpoint fails."""
-        response = self._client.complete(self.request_body(context))
+        unusable; :class:`LLMEndpointError` (a ``ReasonerError``) when the endpoint fails.
+
+        With ``on_delta`` (or ``stream=True``) the answer is streamed: ``on_delta(text)`` gets its
+        text as it arrives, ``on_restart()`` is called when a failed attempt that sent text is
+        retried (the text starts over). The decision is the one the plain call would give."""
+        streamed = self.stream or on_delta is not None
+        body = self.request_body(context, stream=streamed)
+        if streamed:
+            response = self._client.stream(body, on_delta, include_usage=self.stream_usage, on_restart=on_restart)
+        else:
+            response = self._client.complete(body)
         try:
             parsed = parse_reply(response.body, self._by_name)
         except InvalidModelReply as exc:
@@ -156,6 +190,7 @@ class LLMReasoner:
             "latency_s": round(response.latency_s, 3),
             "elapsed_s": round(response.elapsed_s, 3),
             "attempts": response.attempts,
+            **({"streamed": True} if response.streamed else {}),
         }
 
 

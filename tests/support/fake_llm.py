@@ -12,6 +12,14 @@ as 200), a :class:`Reply` (any status, headers, raw bytes, a delay), or a functi
 request. Once the script runs out the server answers 400 "script exhausted", which a reasoner
 reports at once. Every request is recorded, including GET /v1/models, which lists the model
 ``fake-model``. Worker processes reach the server by its ``url`` like any endpoint.
+
+Streaming: a request with ``"stream": true`` answered by a 200 chat-completions body gets it as
+server-sent ``chat.completion.chunk`` events, as OpenAI sends them: the role, the text in small
+pieces, each tool call's id and name then its arguments in pieces, the finish reason, the usage
+in a last chunk without choices when the request asked ``stream_options.include_usage``, then
+``data: [DONE]``. :func:`stream_chunks` gives those chunks; a :class:`Reply` may stall between
+chunks (``chunk_delay``), stall part way (``stall_after``) or cut the stream short (``cut_after``); :func:`stream_error` is an error
+event inside a 200 stream. Error replies (429, 401, ...) are sent as plain JSON either way.
 """
 
 from __future__ import annotations
@@ -39,6 +47,13 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (to provoke client timeouts)
+    # Streamed answers only: seconds to wait before each chunk after the first; the number of
+    # chunks after which the server stalls for ``stall`` seconds; the number of chunks after which
+    # the connection is closed without the rest (or [DONE]).
+    chunk_delay: float = 0.0
+    stall_after: int | None = None
+    stall: float = 30.0
+    cut_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,11 @@ class RecordedRequest:
     @property
     def messages(self) -> list[dict[str, Any]]:
         return (self.body or {}).get("messages", []) if isinstance(self.body, dict) else []
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the request asked for a streamed answer."""
+        return isinstance(self.body, dict) and self.body.get("stream") is True
 
     @property
     def tool_names(self) -> list[str]:
@@ -127,6 +147,52 @@ def error(status: int, message: str = "", *, retry_after: float | None = None) -
 def malformed() -> Reply:
     """A 200 whose body is cut-off JSON."""
     return Reply(status=200, body=b'{"id": "chatcmpl-broken", "choices": [{"message": ')
+
+
+def stream_chunks(body: dict[str, Any], *, include_usage: bool = True, piece: int = 4) -> list[dict[str, Any]]:
+    """The ``chat.completion.chunk`` events that stream the chat-completions answer ``body``:
+    text in pieces of ``piece`` characters, tool-call arguments in pieces of ``2 * piece``."""
+    head = {"id": body.get("id"), "object": "chat.completion.chunk", "created": body.get("created"),
+            "model": body.get("model")}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    choice = (body.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    out = [chunk({"role": message.get("role", "assistant"), "content": ""})]
+    for key in ("reasoning_content", "content"):
+        value = message.get(key)
+        if isinstance(value, str):
+            out += [chunk({key: value[i:i + piece]}) for i in range(0, len(value), piece)]
+    for index, call in enumerate(message.get("tool_calls") or []):
+        fn = call.get("function") or {}
+        args = fn.get("arguments")
+        out.append(chunk({"tool_calls": [{"index": index, "id": call.get("id"), "type": "function",
+                                          "function": {"name": fn.get("name"), "arguments": ""}}]}))
+        if isinstance(args, str):
+            step = 2 * piece
+            out += [chunk({"tool_calls": [{"index": index, "function": {"arguments": args[i:i + step]}}]})
+                    for i in range(0, len(args), step)]
+        elif args is not None:  # an arguments object, sent whole (as Ollama does)
+            out.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": args}}]}))
+    out.append(chunk({}, choice.get("finish_reason", "stop")))
+    if include_usage and body.get("usage") is not None:
+        out.append({**head, "choices": [], "usage": body["usage"]})
+    return out
+
+
+def stream_error(message: str, *, after: dict[str, Any] | None = None) -> Reply:
+    """A 200 stream that sends the start of ``after`` (a chat-completions body, two chunks of it),
+    then an error event, as vLLM and LiteLLM report a failure once streaming has begun."""
+    events = stream_chunks(after)[:2] if after is not None else []
+    events.append({"error": {"message": message, "type": "fake", "code": 500}})
+    return Reply(body=_sse(events), headers={"Content-Type": "text/event-stream"})
+
+
+def _sse(events: Sequence[dict[str, Any]], *, done: bool = True) -> bytes:
+    data = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    return data + (b"data: [DONE]\n\n" if done else b"")
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -261,6 +327,10 @@ class FakeLLM:
             reply = Reply(500, {"error": {"message": f"fake_llm: bad scripted reply {reply!r}"}})
         if reply.delay:
             time.sleep(reply.delay)
+        if request.streamed and reply.status == 200 and isinstance(reply.body, dict) and "choices" in reply.body:
+            options = request.body.get("stream_options") or {}
+            self._send_stream(h, reply, stream_chunks(reply.body, include_usage=bool(options.get("include_usage"))))
+            return
         payload = reply.body
         if isinstance(payload, (dict, list)):
             data, ctype = json.dumps(payload).encode(), "application/json"
@@ -270,12 +340,40 @@ class FakeLLM:
             data, ctype = payload or b"", "application/json"
         try:
             h.send_response(reply.status)
-            h.send_header("Content-Type", ctype)
+            if not any(k.lower() == "content-type" for k in reply.headers):
+                h.send_header("Content-Type", ctype)
             h.send_header("Content-Length", str(len(data)))
             for k, v in reply.headers.items():
                 h.send_header(k, v)
             h.end_headers()
             h.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout test)
+
+    def _send_stream(self, h: BaseHTTPRequestHandler, reply: Reply, events: list[dict[str, Any]]) -> None:
+        """Server-sent events, one write per chunk; the connection closes at the end."""
+        h.close_connection = True
+        cut = reply.cut_after is not None and reply.cut_after < len(events)
+        if cut:
+            events = events[: reply.cut_after]
+        try:
+            h.send_response(200)
+            h.send_header("Content-Type", "text/event-stream")
+            h.send_header("Cache-Control", "no-cache")
+            h.send_header("Connection", "close")
+            for k, v in reply.headers.items():
+                h.send_header(k, v)
+            h.end_headers()
+            for i, event in enumerate(events):
+                if i and reply.chunk_delay:
+                    time.sleep(reply.chunk_delay)
+                if i and i == reply.stall_after:
+                    time.sleep(reply.stall)
+                h.wfile.write(_sse([event], done=False))
+                h.wfile.flush()
+            if not cut:
+                h.wfile.write(b"data: [DONE]\n\n")
+                h.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test)
 
