@@ -1,4 +1,7 @@
-"""Which workflows this process can run: the built-ins plus modules named in STEPLOG_WORKFLOW_MODULES."""
+"""Which workflows this process can run: the built-ins plus modules named in STEPLOG_WORKFLOW_MODULES.
+
+A module's ``WORKFLOWS`` lists :class:`~tasks.workflow.Workflow` values or :class:`~tasks.agent.Agent`
+values (anything with ``as_workflow()``), which run as the workflow they convert to."""
 
 from __future__ import annotations
 
@@ -8,11 +11,19 @@ from typing import Any
 from pydantic import ValidationError
 
 from tasks import countdown
-from tasks.research import workflow as research
 from tasks.errors import InvalidInput, UnknownWorkflow
+from tasks.research import workflow as research
 from tasks.workflow import Workflow
 
 BUILTIN: tuple[Workflow, ...] = (countdown.WORKFLOW, research.WORKFLOW)
+
+
+def _workflow(item: Any, module: str) -> Workflow:
+    convert = getattr(item, "as_workflow", None)
+    wf = convert() if callable(convert) else item
+    if not isinstance(wf, Workflow):
+        raise TypeError(f"{module}.WORKFLOWS holds {item!r}, which is neither a Workflow nor an Agent")
+    return wf
 
 
 class WorkflowRegistry:
@@ -28,7 +39,7 @@ class WorkflowRegistry:
                 module = importlib.import_module(name)
             except ImportError as exc:
                 raise ImportError(f"STEPLOG_WORKFLOW_MODULES names {name!r}, which cannot be imported: {exc}") from exc
-            found.extend(getattr(module, "WORKFLOWS", ()))
+            found.extend(_workflow(w, name) for w in getattr(module, "WORKFLOWS", ()))
         return cls(found)
 
     def names(self) -> list[str]:

@@ -1,9 +1,9 @@
 """A reasoning step's decision, made durable the moment it exists.
 
-The decision is also recorded in the checkpoint when the step commits; this earlier record covers
-a worker killed between the model's answer and that commit: the retried step reads the decision
-back instead of asking the model again. Rows live in the tool ledger (tool ``reasoner``), so the
-ledger stays the audit trail of everything the agent did.
+The decision is also recorded in the checkpoint when the step commits; this earlier record covers a
+worker killed between the model's answer and that commit: the retried step of any agent (research
+included) reads the decision back instead of asking the model again. Rows live in the tool ledger
+(tool ``reasoner``), so the ledger stays the audit trail of everything the agent did.
 """
 
 from __future__ import annotations
