@@ -1,4 +1,4 @@
--- Queries of `steplog chaos` (workers/chaos_cmd.py), each under a `-- name:` header.
+-- Queries of `steplog chaos` (workers/cli/chaos.py), each under a `-- name:` header.
 
 -- name: live_owners
 -- The liveness ids of these local processes. A row left by an earlier process with a recycled pid
