@@ -19,8 +19,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from checkpoint import signals
-from checkpoint.errors import RunNotFound, SteplogError
+from checkpoint import runs, signals
+from checkpoint.errors import SteplogError
 from checkpoint.queries import EVENT_LOG, load
 from checkpoint.signals import SignalOutcome
 from tasks.workflow import StepContext, Wait
@@ -90,22 +90,19 @@ def decide(engine: Engine, run_id: str, *, approved: bool, by: str, text: str | 
     """Approve or reject the call run ``run_id`` waits on, as ``by``. Raises :class:`RunNotFound`, or
     :class:`NotAwaitingApproval` saying what the run waits for; repeating the same answer is harmless
     (outcome ``duplicate``)."""
-    with engine.connect() as conn:
-        run = conn.execute(Q["get_run"], dict(run_id=run_id)).one_or_none()
-    if run is None:
-        raise RunNotFound(run_id)
+    run = runs.get(engine, run_id)  # RunNotFound
     word = "approved" if approved else "rejected"
-    if run.status == "waiting" and run.wait_signal == SIGNAL:
+    if run["status"] == "waiting" and run["wait_signal"] == SIGNAL:
         data = {"approved": approved, "by": by, ("note" if approved else "reason"): text}
-        return signals.send(engine, run_id, SIGNAL, data, key=f"{SIGNAL}:{run.next_seq - 1}", sender=by,
+        return signals.send(engine, run_id, SIGNAL, data, key=f"{SIGNAL}:{run['next_seq'] - 1}", sender=by,
                             max_bytes=max_bytes)
     last = _last_answer(engine, run_id)
     if last is not None and last["approved"] is approved:
         return SignalOutcome("duplicate", last["key"], delivered_seq=last["seq"])
-    if run.status == "waiting":
-        what = f"signal {run.wait_signal!r}" if run.wait_signal else "a timer"
+    if run["status"] == "waiting":
+        what = f"signal {run['wait_signal']!r}" if run["wait_signal"] else "a timer"
         raise NotAwaitingApproval(f"run {run_id} waits for {what}, not for an approval; nothing {word}")
-    raise NotAwaitingApproval(f"run {run_id} is {run.status} and waits for no approval; nothing {word}")
+    raise NotAwaitingApproval(f"run {run_id} is {run['status']} and waits for no approval; nothing {word}")
 
 
 def _last_answer(engine: Engine, run_id: str) -> dict[str, Any] | None:
