@@ -35,7 +35,7 @@ INSERT INTO summaries (run_id, seq, text) VALUES (:run_id, :seq, :text)
 ON CONFLICT (run_id, seq) DO UPDATE SET text = EXCLUDED.text
 
 -- name: search_memory
--- Summaries and notes ranked together by full-text relevance to the query (websearch syntax:
+-- Summaries, notes and sessions' turns ranked together by full-text relevance to the query (websearch syntax:
 -- words, "quoted phrases", OR, -excluded). :run_id narrows the search to one run.
 WITH q AS (SELECT websearch_to_tsquery('english', :query) AS query)
 SELECT kind, run_id, seq, source, text, rank FROM (
@@ -48,6 +48,11 @@ SELECT kind, run_id, seq, source, text, rank FROM (
          ts_rank_cd(n.tsv, q.query), n.created_at
     FROM notes n, q
    WHERE n.tsv @@ q.query AND (CAST(:run_id AS text) IS NULL OR n.run_id = :run_id)
+  UNION ALL
+  SELECT 'turn', t.run_id, t.seq, 'turn:' || t.turn, 'user: ' || t.message || E'\nassistant: ' || t.reply,
+         ts_rank_cd(t.tsv, q.query), t.created_at
+    FROM turns t, q
+   WHERE t.tsv @@ q.query AND (CAST(:run_id AS text) IS NULL OR t.run_id = :run_id)
 ) hits
 ORDER BY rank DESC, created_at DESC, run_id, source
 LIMIT :limit

@@ -152,6 +152,15 @@ class HotCache:
 
     # -- errors are misses ------------------------------------------------------------------------
 
+    def guarded(self, op: str, key: str, fn: Any) -> Any:
+        """``fn()``, or None when Redis fails (logged, and Redis skipped for a moment): for other hot-tier
+        users of this cache's client (:mod:`checkpoint.session_cache`)."""
+        return self._call(op, key, fn)
+
+    def blocking_client(self) -> redis.Redis:
+        """A client for blocking reads (its socket timeout outlasts :data:`MAX_BLOCK_MS`)."""
+        return self._blocking_client()
+
     def _call(self, op: str, key: str, fn: Any) -> Any:
         if time.monotonic() < self._skip_until:
             return None

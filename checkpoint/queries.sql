@@ -267,8 +267,10 @@ SELECT status, wait_signal, next_seq FROM runs WHERE run_id = :run_id FOR UPDATE
 -- name: store_signal
 -- Durable first. The sender holds the run row and looked for the key first (get_signal): the same
 -- key twice stores (and delivers) once.
-INSERT INTO signals (run_id, key, name, data, sender)
-VALUES (:run_id, :key, :name, CAST(:data AS jsonb), :sender)
+-- created_at is the clock after the run row was locked, not the transaction's start: signals that
+-- race each other are consumed in the order they were stored (a session's messages, in order).
+INSERT INTO signals (run_id, key, name, data, sender, created_at)
+VALUES (:run_id, :key, :name, CAST(:data AS jsonb), :sender, clock_timestamp())
 
 -- name: get_signal
 SELECT name, consumed_seq, created_at FROM signals WHERE run_id = :run_id AND key = :key

@@ -17,9 +17,10 @@ MAX_LIMIT = 100
 
 @dataclass(frozen=True)
 class MemoryHit:
-    """One search result: a ``summary`` (with its ``seq``) or a ``note`` of run ``run_id``.
+    """One search result: a ``summary`` (with its ``seq``), a ``note``, or a session's ``turn`` (its reply's
+    ``seq``) of run ``run_id``.
 
-    ``source`` says where the text is (``summary@<seq>`` or ``note:<key>``); ``rank`` is Postgres's
+    ``source`` says where the text is (``summary@<seq>``, ``note:<key>`` or ``turn:<n>``); ``rank`` is Postgres's
     ``ts_rank_cd`` (higher is more relevant).
     """
 
@@ -32,7 +33,7 @@ class MemoryHit:
 
 
 def search_memory(engine: Engine, query: str, *, limit: int = 5, run_id: str | None = None) -> list[MemoryHit]:
-    """Summaries and notes matching ``query`` (web-search syntax: words, "phrases", OR, -word;
+    """Summaries, notes and turns matching ``query`` (web-search syntax: words, "phrases", OR, -word;
     English stemming), most relevant first; ``run_id`` restricts the search to one run."""
     if not isinstance(query, str) or not query.strip():
         raise HistoryInputError("search_memory needs a non-empty query")

@@ -31,3 +31,14 @@ def context_pattern(run_id: str) -> str:
 def progress(run_id: str) -> str:
     """The live progress stream of a run (``steplog watch``): ``steplog:progress:{run_id}``."""
     return f"{PREFIX}progress:{_part('run_id', run_id)}"
+
+
+def session_turns(run_id: str) -> str:
+    """A session's recent turns, newest last (the hot tier of its context): ``steplog:turns:{run_id}``."""
+    return f"{PREFIX}turns:{_part('run_id', run_id)}"
+
+
+def session_live(run_id: str) -> str:
+    """A session's live stream (reply tokens as they arrive, and a doorbell per reply):
+    ``steplog:live:{run_id}``."""
+    return f"{PREFIX}live:{_part('run_id', run_id)}"

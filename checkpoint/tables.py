@@ -19,6 +19,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -188,4 +189,24 @@ schedule_fires = Table(
     Column("fired_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("schedule", "tick", name="schedule_fires_pkey"),
     CheckConstraint("outcome IN ('started', 'skipped')", name="schedule_fires_outcome_valid"),
+)
+
+turns = Table(
+    "turns",
+    metadata,
+    # One row per turn of a session (a chat agent's run), written with the turn's `reply` event in
+    # one transaction. A message key makes at most one turn: a resent message is answered once.
+    Column("run_id", Text, ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
+    Column("turn", Integer, nullable=False),
+    Column("message_key", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("reply", Text, nullable=False),
+    Column("citations", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("seq", Integer, nullable=False),  # the `reply` event
+    Column("sent_at", DateTime(timezone=True)),  # when the message was stored
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("tsv", TSVECTOR, Computed("to_tsvector('english'::regconfig, message || ' ' || reply)", persisted=True)),
+    PrimaryKeyConstraint("run_id", "turn", name="turns_pkey"),
+    UniqueConstraint("run_id", "message_key", name="turns_message_key"),
+    Index("turns_tsv_idx", "tsv", postgresql_using="gin"),
 )

@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tasks.agents import session
 from tasks.agents.loop import AgentContext, AgentRun, Loop, Output, Then, default_result
 from tasks.agents.scripted import Scripted, call
 from tasks.reasoning.base import Decision, FinalReport, ToolCall
@@ -35,11 +36,19 @@ from tasks.workflow import Workflow
 from tools.declaration import Tool
 
 __all__ = [
-    "Agent", "AgentContext", "AgentInput", "AgentRun", "Decision", "FinalReport", "OpenAIModel", "Output",
+    "Agent", "AgentContext", "AgentInput", "SessionInput", "AgentRun", "Decision", "FinalReport", "OpenAIModel", "Output",
     "Scripted", "Then", "ToolCall", "call", "default_result",
 ]
 
 WINDOW = 6  # observations kept whole in the checkpoint; older ones become a summary line
+
+
+class SessionInput(BaseModel):
+    """What a chat agent's session takes: nothing but an optional title (its messages come as signals)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(None, max_length=200, description="A name for the conversation.")
 
 
 class AgentInput(BaseModel):
@@ -81,6 +90,12 @@ class Agent:
     ``remember(call, result)`` (a note to keep out of the observation window, or None),
     ``out_of_steps(run)`` (the answer when the budget is spent; a :class:`FinalReport`), ``window``,
     ``precheck`` and ``time_limit`` (as :class:`tasks.workflow.Workflow` takes them).
+
+    ``chat=True`` makes a chat agent: each of its runs is a session (a conversation) that answers every
+    message sent to it (``steplog say``, ``steplog chat``) with one turn, then waits for the next,
+    holding nothing but its Postgres rows meanwhile. Its reasoner sees the conversation
+    (``context.conversation``: the last ``turns_window`` turns; ``context.memory``: a line per older
+    turn). ``max_steps`` is then the budget of one turn. See :mod:`tasks.agents.session`.
     """
 
     def __init__(
@@ -100,6 +115,8 @@ class Agent:
         window: int = WINDOW,
         precheck: Callable[[BaseModel, Any], None] | None = None,
         time_limit: float | None = None,
+        chat: bool = False,
+        turns_window: int = session.WINDOW,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValueError("an agent needs a name")
@@ -118,6 +135,15 @@ class Agent:
             raise ValueError(f"agent {name!r}: max_steps must be a positive integer, not {max_steps!r}")
         self.max_steps = max_steps
         self.output = output
+        self.chat, self.turns_window = bool(chat), turns_window
+        if self.chat:
+            if isinstance(output, Output) and output.then:
+                raise ValueError(f"agent {name!r}: a chat agent replies to each message; it takes no output calls")
+            if input is AgentInput:
+                input = SessionInput
+            task = task or (lambda inp: "")
+            if not isinstance(turns_window, int) or turns_window < 1:
+                raise ValueError(f"agent {name!r}: turns_window must be a positive integer, not {turns_window!r}")
         self.loop = Loop(self)
         if callable(approve):
             self.approvals: Callable[[BaseModel], Iterable[str]] = approve
@@ -134,7 +160,7 @@ class Agent:
         self.input, self.task = input, task
         self.remember, self.out_of_steps, self.window = remember, out_of_steps, window
         self.workflow = Workflow(name, input, self.loop.start, self.loop.step, time_limit=time_limit,
-                                 describe=self.loop.describe, precheck=precheck)
+                                 describe=self.loop.describe, precheck=precheck, session=self.chat)
 
     def as_workflow(self) -> Workflow:
         return self.workflow

@@ -65,7 +65,8 @@ def commit_args(outcome: Any, current_state: dict[str, Any]) -> dict[str, Any]:
         payload = {**outcome.payload, "signal": signal_name, "since": now.isoformat(),
                    "timeout_at": None if due is None else due.isoformat()}
         return dict(
-            event_type="waiting", state=outcome.state if outcome.state is not None else current_state,
+            event_type=getattr(outcome, "event", "waiting"),
+            state=outcome.state if outcome.state is not None else current_state,
             payload=payload, status="waiting", extra_writes=outcome.writes, wait_signal=signal_name, wait_until=due,
         )
     raise TypeError(f"a step returned {type(outcome).__name__}, not Continue, Finish, Wait or Sleep")
@@ -225,6 +226,8 @@ class StepRunner:
                                                       "worker": me.name, "attempt": claim.attempt})
             if history is not None and status in ("running", "succeeded"):
                 self.services.warm_history(history, claim.seq, kwargs["event_type"], kwargs["state"], kwargs["payload"])
+            for after in getattr(outcome, "after", ()):
+                after()
         except Exception as exc:
             log.warning("hot tier not updated after step %s of run %s: %s", claim.seq, claim.run_id, exc)
         if self.policy.fault_after_commit:

@@ -35,9 +35,11 @@ class StepServices:
     tool_config: ToolConfig
     artifacts: Any = None  # checkpoint.artifacts store (large payloads), when configured
     reasoner: Any = None  # tasks.reasoning.base.Reasoner for research runs
+    chat_reasoner: Any = None  # the reasoner of chat agents that name none (tasks.reasoning.factory)
     max_corrections: int = 3  # unusable reasoner answers in a row before a run fails
     fault_after_decision: bool = False  # test hook: die between recording a decision and committing
     hot_cache: Any = None  # checkpoint.hotcache.HotCache (Redis); None: rebuild from Postgres each step
+    sessions: Any = None  # checkpoint.session_cache.SessionCache: sessions' recent turns and live replies
     budget_tokens: int = 6000  # history a step sees: latest summary + recent events
     tail_limit: int = 50
     summary_every_steps: int = 20

@@ -51,13 +51,19 @@ class Finish:
 @dataclass(frozen=True)
 class Wait:
     """Park the run until signal ``signal`` arrives (one sent earlier counts), or ``timeout`` seconds
-    pass (None: no timeout). ``state`` is the checkpoint to resume from (None: unchanged)."""
+    pass (None: no timeout). ``state`` is the checkpoint to resume from (None: unchanged).
+
+    ``event`` is the type of the event that records the wait (a session's turn ends with ``reply``).
+    ``after``: best-effort calls made once the commit succeeded (hot-tier writes, doorbells); never
+    made when the commit was fenced off, and a failing one is logged, not retried."""
 
     signal: str
     timeout: float | None = None
     state: dict[str, Any] | None = None
     payload: dict[str, Any] = field(default_factory=dict)
     writes: Sequence[Callable] = ()
+    event: str = "waiting"
+    after: Sequence[Callable[[], Any]] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.signal, str) or not self.signal.strip():
@@ -146,4 +152,6 @@ class Workflow:
     # Steps get ctx.history: the run's reconstructed context (latest checkpoint, latest summary, the
     # events after it within the token budget), from the Redis hot cache when it is current.
     history: bool = False
+    # A session: a long-lived run that answers each `message` signal sent to it (`steplog say`, `chat`).
+    session: bool = False
 

@@ -11,11 +11,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from tasks import countdown
+from tasks.chat import workflow as chat
 from tasks.errors import InvalidInput, UnknownWorkflow
 from tasks.research import workflow as research
 from tasks.workflow import Workflow
 
-BUILTIN: tuple[Workflow, ...] = (countdown.WORKFLOW, research.WORKFLOW)
+BUILTIN: tuple[Workflow, ...] = (countdown.WORKFLOW, research.WORKFLOW, chat.WORKFLOW)
 
 
 def _workflow(item: Any, module: str) -> Workflow:
@@ -44,6 +45,10 @@ class WorkflowRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._by_name)
+
+    def sessions(self) -> list[str]:
+        """The chat agents: workflows whose runs are sessions."""
+        return sorted(name for name, wf in self._by_name.items() if wf.session)
 
     def get(self, name: str) -> Workflow:
         try:

@@ -13,7 +13,7 @@ import secrets
 import socket
 import threading
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from sqlalchemy import Engine
@@ -31,6 +31,9 @@ from tasks.workflow_registry import WorkflowRegistry
 from workers import wiring
 from workers.celeryconfig import step_priority
 from workers.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.conversation import Conversations
 
 log = logging.getLogger("steplog.process")
 
@@ -63,6 +66,7 @@ class ProcessRuntime:
         self._events = None
         self._consumer: Any = None
         self._consumer_thread: tuple[int, int] | None = None
+        self._conversations: Conversations | None = None
 
     # -- per-process state, rebuilt in a forked child ----------------------------------------------
 
@@ -176,6 +180,15 @@ class ProcessRuntime:
         if outcome.dispatch is not None:
             self.publish(outcome.dispatch)
         return outcome
+
+    @property
+    def conversations(self) -> Conversations:
+        """Sessions from the client's side: open one, send a message, wait for its reply."""
+        if self._conversations is None:
+            from workers.conversation import Conversations
+
+            self._conversations = Conversations(self, wiring.session_cache(self.settings, wiring.hot_cache(self.settings)))
+        return self._conversations
 
     def decide(self, run_id: str, *, approved: bool, by: str, text: str | None = None) -> SignalOutcome:
         """Approve or reject the tool call a run waits on (:func:`tasks.approvals.decide`)."""

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     hot_ttl_seconds: int = Field(
         3600, gt=0, description="How long a run's reconstructed context stays cached in Redis (seconds)."
     )
+    session_ttl_seconds: int = Field(
+        1800, gt=0,
+        description="How long an idle session's recent turns and live stream stay in Redis (seconds); after "
+        "that the session holds no Redis memory and its next turn rebuilds from Postgres.",
+    )
     context_budget_tokens: int = Field(
         6000, gt=0,
         description="Most tokens of history (latest summary plus recent events) a step's reconstructed context holds; "

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from checkpoint.artifacts import ArtifactStore
     from checkpoint.hotcache import HotCache
+    from checkpoint.session_cache import SessionCache
     from tasks.services import StepServices
 
 
@@ -69,21 +70,34 @@ def hot_cache(s: Settings) -> HotCache | None:
     if not s.redis_url:
         return None
     from checkpoint.hotcache import HotCache
+    from checkpoint.session_cache import SessionCache
 
     return HotCache.from_url(s.redis_url, s.hot_ttl_seconds)
 
 
+def session_cache(s: Settings, hot: HotCache | None) -> SessionCache | None:
+    """Sessions' hot tier (recent turns, live replies) on the hot cache's Redis, or None without Redis."""
+    if hot is None:
+        return None
+    from checkpoint.session_cache import SessionCache
+    from tasks.agents.session import WINDOW
+
+    return SessionCache(hot, s.session_ttl_seconds, WINDOW)
+
+
 def step_services(s: Settings, engine: Engine) -> StepServices:
     """Everything a step may use besides its checkpoint, for one process."""
-    from tasks.reasoning.factory import make_reasoner
+    from tasks.reasoning.factory import make_chat_reasoner, make_reasoner
     from tasks.services import StepServices
     from tools.registry import builtin_registry
 
     tools = builtin_registry()
+    hot = hot_cache(s)
     return StepServices(
         engine, tools, tool_config(s),
         artifacts=artifact_store(s), reasoner=make_reasoner(llm_config(s), tools),
+        chat_reasoner=make_chat_reasoner(llm_config(s)),
         max_corrections=s.llm_max_corrections, fault_after_decision=s.fault_after_decision,
-        hot_cache=hot_cache(s), budget_tokens=s.context_budget_tokens, tail_limit=s.context_tail_limit,
+        hot_cache=hot, sessions=session_cache(s, hot), budget_tokens=s.context_budget_tokens, tail_limit=s.context_tail_limit,
         summary_every_steps=s.summary_every_steps,
     )

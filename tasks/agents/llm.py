@@ -19,16 +19,34 @@ HOW = (
     "few steps are left, call final_report with your answer in Markdown."
 )
 FINISH = "Finish: submit your final answer to the task, in Markdown."
+HOW_CHAT = (
+    "You are in a conversation. Call one of the tools you are given when you need it, one call per reply. "
+    "When you can answer, reply to the user's latest message in plain text (Markdown), citing sources by "
+    "their id in square brackets."
+)
 
 
 def system_prompt(context: ResearchContext) -> str:
     instructions = getattr(context, "instructions", "") or "You are an agent that carries out the user's task."
-    return f"{instructions.strip()}\n\n{HOW}"
+    return f"{instructions.strip()}\n\n{HOW_CHAT if getattr(context, 'chat', False) else HOW}"
+
+
+def conversation(context: ResearchContext) -> str:
+    """A session's conversation so far, as the model reads it."""
+    lines = [f"(earlier) {m}" for m in getattr(context, "memory", ())]
+    for t in getattr(context, "conversation", ()):
+        lines += [f"user: {t['message']}", f"assistant: {t['reply']}"]
+    return "\n".join(lines)
 
 
 def task_message(context: ResearchContext) -> str:
-    parts = [f"Task: {context.question}",
-             f"Steps used: {context.steps_used} of {context.max_steps} ({max(context.steps_left, 0)} left)."]
+    if getattr(context, "chat", False):
+        talk = conversation(context)
+        parts = [f"Conversation so far:\n{talk}"] if talk else []
+        parts.append(f"The user now says: {context.question}")
+    else:
+        parts = [f"Task: {context.question}"]
+    parts += [f"Steps used: {context.steps_used} of {context.max_steps} ({max(context.steps_left, 0)} left)."]
     if context.steps_left <= 2:
         parts.append("Almost out of steps: call final_report now with the best answer you can give.")
     if context.summary:
@@ -64,6 +82,7 @@ class AgentModel:
     """A reasoner over the agent's tools (``context.tools``), built once per tool list per process."""
 
     name = "llm"
+    streams = True  # a session streams its reply tokens through decide(on_delta=...)
 
     def __init__(self, model: str, *, base_url: str, api_key: str | None = None, **options: Any) -> None:
         self.model, self.base_url, self.options = model, base_url, options
@@ -77,8 +96,9 @@ class AgentModel:
             self._built[key] = cls(self.base_url, self.model, self._api_key, list(specs), **self.options)
         return self._built[key]
 
-    def decide(self, context: ResearchContext) -> Decision:
-        return self.reasoner(tuple(getattr(context, "tools", ()))).decide(context)
+    def decide(self, context: ResearchContext, **streaming: Any) -> Decision:
+        """``streaming``: ``on_delta``/``on_restart`` (:meth:`tasks.reasoning.llm.LLMReasoner.decide`)."""
+        return self.reasoner(tuple(getattr(context, "tools", ()))).decide(context, **streaming)
 
     def __repr__(self) -> str:
         return f"OpenAIModel({self.model!r}, base_url={self.base_url!r})"

@@ -29,13 +29,14 @@ import dataclasses
 import json
 import os
 import signal
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from checkpoint.artifacts import is_pointer_json, offload, resolve
 from tasks import approvals
-from tasks.agents import decisions
+from tasks.agents import decisions, session
 from tasks.reasoning.base import FinalReport, Observation, ResearchContext, ToolCall
 from tasks.reasoning.errors import InvalidDecision
 from tasks.reasoning.toolspec import ToolSpec, tool_specs
@@ -58,6 +59,11 @@ class AgentContext(ResearchContext):
 
     instructions: str = ""
     tools: tuple[ToolSpec, ...] = ()
+    #: A session's recent turns, oldest first (``{"turn", "message", "reply", "citations", ...}``), and
+    #: a line for each older turn: what the conversation so far says. Empty outside sessions.
+    conversation: tuple[dict[str, Any], ...] = ()
+    memory: tuple[str, ...] = ()
+    chat: bool = False  # a turn of a session: ``question`` is the user's latest message
 
 
 @dataclass
@@ -151,26 +157,40 @@ class Loop:
     # -- the workflow's functions ------------------------------------------------------------------
 
     def start(self, inp: BaseModel) -> dict[str, Any]:
-        return {
+        state = {
             "phase": REASON, "steps_used": 0, "pending": None, "observations": [], "summary": [],
             "notes": [], "corrections": 0, "last_error": None, "answer": None,
             "tokens": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
         }
+        if self.agent.chat:
+            state.update(session.start_state())
+        return state
 
     def describe(self, state: dict[str, Any]) -> str:
         """What the next step does, for Flower's task names (`research #12 search_corpus`)."""
         phase = state.get("phase")
         if phase == TOOL and state.get("pending"):
             return state["pending"]["tool"]
+        if phase == session.LISTEN:
+            return session.LISTEN
         then = self.then.get(phase)
         return then.tool if then is not None else REASON
 
     def step(self, ctx: StepContext) -> Continue | Finish | Wait:
         state = json.loads(json.dumps(ctx.state))  # a private copy: the checkpoint itself stays untouched
-        state["steps_used"] += 1
         if "answer" not in state:  # a research run checkpointed before research became an agent
             state["answer"] = state.pop("report", None)
         ctx = self.scoped(ctx)
+        if state["phase"] == session.LISTEN:
+            if not session.begin(ctx, state, window=self.agent.turns_window):
+                return session.listen(state)
+            if state["message"]["problem"]:  # an unreadable message gets a reply saying why
+                state["steps_used"] += 1
+                state["answer"] = {"markdown": f"I could not read that message: {state['message']['problem']}",
+                                   "citations": [], "truncated": False}
+                return session.reply(AgentRun(ctx, state, self.agent), {"kind": "reason"}, (),
+                                     window=self.agent.turns_window)
+        state["steps_used"] += 1
         phase = state["phase"]
         if phase == REASON:
             return self._reason(ctx, state)
@@ -217,21 +237,27 @@ class Loop:
             )
             for o in state["observations"]
         ]
+        chat = self.agent.chat and state.get("message")
         return AgentContext(
-            run_id=ctx.run_id, question=self.agent.task(inp), corpus=str(getattr(inp, "corpus", "") or ""),
+            run_id=ctx.run_id, question=state["message"]["text"] if chat else self.agent.task(inp),
+            corpus=str(getattr(inp, "corpus", "") or ""),
             max_steps=self.limit(ctx), steps_used=state["steps_used"] - 1, observations=observations,
             notes=state["notes"], summary="\n".join(state["summary"]), corrections=state["corrections"],
             last_error=state["last_error"], instructions=self.agent.instructions, tools=self.specs(),
+            conversation=tuple(state.get("conversation") or ()) if chat else (),
+            memory=tuple(state.get("memory") or ()) if chat else (), chat=bool(chat),
         )
 
     def _reason(self, ctx: StepContext, state: dict[str, Any]) -> Continue | Finish | Wait:
         services = ctx.services
-        reasoner = self.agent.reasoner or services.reasoner
+        reasoner = self.agent.reasoner or (services.chat_reasoner if self.agent.chat else services.reasoner)
         decision = decisions.recall(services.engine, ctx.run_id, ctx.seq)
         replayed = decision is not None
+        model_ms = None
         if decision is None:
+            started = time.perf_counter()
             try:
-                decision = reasoner.decide(self.context(ctx, state))
+                decision = reasoner.decide(self.context(ctx, state), **self._streaming(ctx, state, reasoner))
             except InvalidDecision as exc:
                 state["corrections"] += 1
                 state["last_error"] = str(exc)
@@ -240,6 +266,7 @@ class Loop:
                         f"the reasoner gave {state['corrections']} unusable answers in a row; the last: {exc}"
                     ) from exc
                 return Continue(state, payload={"kind": "reason", "refused": str(exc)})
+            model_ms = round((time.perf_counter() - started) * 1000, 3)
             decisions.remember(services.engine, ctx.run_id, ctx.seq, decision, reasoner=reasoner.name,
                                owner=ctx.owner, worker=ctx.worker)
             if services.fault_after_decision:
@@ -250,7 +277,7 @@ class Loop:
         state["corrections"], state["last_error"] = 0, None
         action = decision.action
         payload: dict[str, Any] = {"kind": "reason", "usage": decision.usage, "record": decision.record,
-                                   "replayed": replayed}
+                                   "replayed": replayed, "model_ms": model_ms}
         if isinstance(action, ToolCall) and self.limit(ctx) - state["steps_used"] >= 2:
             state["pending"] = {"tool": action.tool, "args": action.args, "call_id": action.call_id,
                                 "thought": action.thought}
@@ -323,8 +350,17 @@ class Loop:
                    "replayed": outcome.replayed, "error": outcome.error}
         return self._next(run, index, payload, tools.records())
 
-    def _next(self, run: AgentRun, index: int, payload: dict[str, Any], writes: Sequence[Callable]) -> Continue | Finish:
-        """The first output call from ``index`` on that is to be made, or the end of the run."""
+    def _streaming(self, ctx: StepContext, state: dict[str, Any], reasoner: Any) -> dict[str, Any]:
+        """A session's reply tokens stream to its live view when the reasoner can stream."""
+        if not (self.agent.chat and getattr(reasoner, "streams", False)):
+            return {}
+        return session.live(ctx, state)
+
+    def _next(self, run: AgentRun, index: int, payload: dict[str, Any], writes: Sequence[Callable]) -> Continue | Finish | Wait:
+        """The first output call from ``index`` on that is to be made, or the end of the run (of the
+        turn, in a session)."""
+        if self.agent.chat:
+            return session.reply(run, payload, writes, window=self.agent.turns_window)
         for then in self.output.then[index:]:
             if then.when is None or then.when(run):
                 run.state["phase"] = then.name

@@ -40,3 +40,16 @@ def make_reasoner(llm: LLMConfig | None, tools: Iterable[Any]) -> Reasoner:
     from tasks.reasoning.offline import OfflineReasoner
 
     return OfflineReasoner()
+
+
+def make_chat_reasoner(llm: LLMConfig | None) -> Any:
+    """The reasoner of chat agents that name none: the configured model (streaming its replies), else
+    the offline chat reasoner (:mod:`tasks.reasoning.chat`)."""
+    if llm is not None:
+        from tasks.agents.llm import AgentModel
+
+        return AgentModel(llm.model, base_url=llm.base_url, api_key=llm.api_key, timeout=llm.timeout,
+                          max_retries=llm.max_retries, retry_seconds=llm.retry_seconds)
+    from tasks.reasoning.chat import OfflineChat
+
+    return OfflineChat()

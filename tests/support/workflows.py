@@ -118,3 +118,8 @@ WORKFLOWS.append(Workflow("journal", JournalInput, lambda inp: {"written": 0}, _
 from tests.support.wait_workflows import WORKFLOWS as _WAITING  # noqa: E402
 
 WORKFLOWS.extend(_WAITING)
+
+# Chat agents (the session tests, scripts/bench_sessions.py).
+from tests.support.chat_agents import WORKFLOWS as _CHAT  # noqa: E402
+
+WORKFLOWS.extend(_CHAT)

@@ -1,4 +1,4 @@
-"""search_memory (read): what earlier runs learned, from their summaries and notes (full-text search)."""
+"""search_memory (read): what earlier runs learned and sessions said: summaries, notes, turns (full-text search)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from tools.errors import TransientToolError
 class MemoryInput(BaseModel):
     query: str = Field(min_length=1, max_length=1000, description="Words or quoted phrases to look for.")
     limit: int = Field(5, ge=1, le=50, description="Most results to return.")
-    this_run_only: bool = Field(False, description="Search only this run's own summaries and notes.")
+    this_run_only: bool = Field(False, description="Search only this run's own summaries, notes and turns.")
 
 
 class MemoryItem(BaseModel):
-    kind: str = Field(description="summary or note")
+    kind: str = Field(description="summary, note, or turn (of a conversation)")
     run_id: str
     source: str
     text: str
@@ -27,7 +27,7 @@ class MemoryOutput(BaseModel):
 
 @tool("search_memory", "1", Effect.READ)
 def search_memory(ctx: ToolContext, args: MemoryInput) -> MemoryOutput:
-    """Search past runs' summaries and notes, most relevant first, to reuse prior context on demand."""
+    """Search past runs' summaries and notes and sessions' turns, most relevant first, to reuse prior context."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from checkpoint import recall
