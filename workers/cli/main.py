@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from workers.cli import chaos, db, demo, flower, gc, research, runs, waits, watch, worker
+from workers.cli import chaos, db, demo, flower, gc, research, runs, sessions, waits, watch, worker
 from workers.cli.common import print_error
 from workers.cli.errors import explain
 
@@ -76,6 +76,9 @@ app.command()(waits.signal)
 app.command()(waits.approve)
 app.command()(waits.reject)
 app.add_typer(waits.schedule_app, name="schedule")
+app.command()(sessions.say)
+app.command()(sessions.chat)
+app.command()(sessions.sessions)
 
 
 def main() -> None:

@@ -158,7 +158,13 @@ def event_name(e: dict[str, Any]) -> str:
         asked = p.get("approval") or {}
         return f"waiting: approval of {asked['tool']}" if asked else f"waiting: {p.get('signal') or 'timer'}"
     if e["type"] == "signal":
+        data = p.get("data")
+        if p.get("name") == "message" and isinstance(data, dict) and isinstance(data.get("text"), str):
+            return f"message from {p.get('sender')}: {_clip(data['text'])}"
         return f"signal {p.get('name')} from {p.get('sender')}"
+    if e["type"] == "reply":
+        cites = " ".join(f"[{c}]" for c in p.get("citations") or [])
+        return f"reply, turn {p.get('turn')}: {_clip(str(p.get('reply', '')))}" + (f" {cites}" if cites else "")
     if e["type"] in ("timed_out", "woke"):
         late = p.get("late_seconds")
         return f"{e['type']}" + (f" ({float(late):.2f}s late)" if late is not None else "")
@@ -166,6 +172,19 @@ def event_name(e: dict[str, Any]) -> str:
     if e["type"] == "step":
         return what or "step"
     return f"{e['type']}: {what}" if what else e["type"]
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def conversation(events: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
+    """A session's turns from its events: (turn, message, reply), in order."""
+    said = {p.get("key"): (p.get("data") or {}).get("text", "") for e in events
+            if e["type"] == "signal" and isinstance(p := e["payload"], dict) and isinstance(p.get("data"), dict)}
+    return [(p.get("turn"), str(said.get(p.get("message_key"), "")), str(p.get("reply", ""))) for e in events
+            if e["type"] == "reply" and isinstance(p := e["payload"], dict)]
 
 
 def run_view(doc: dict[str, Any]) -> Group:
@@ -200,7 +219,17 @@ def run_view(doc: dict[str, Any]) -> Group:
             when(e["created_at"], "%H:%M:%S.%f")[:-3],
         )
     n = len(doc["events"])
-    return Group(head, Text(f"\n{n} event{'' if n == 1 else 's'}", style="bold"), events)
+    parts: list[Any] = [head]
+    turns = conversation(doc["events"])
+    if turns:  # a session: its conversation first, then the events that made it
+        talk = Text(f"\nconversation ({len(turns)} turn{'' if len(turns) == 1 else 's'})\n", style="bold")
+        for turn, message, reply in turns:
+            talk.append(f"{turn}. you: ", style="bold")
+            talk.append(f"{message}\n")
+            talk.append("   agent: ", style="bold")
+            talk.append(f"{_clip(reply, 400)}\n")
+        parts.append(talk)
+    return Group(*parts, Text(f"\n{n} event{'' if n == 1 else 's'}", style="bold"), events)
 
 
 def runs_table(rows: list[dict[str, Any]]) -> Table:
