@@ -150,3 +150,45 @@ def test_every_error_has_its_exit_code_and_sends_nothing(fleet: Fleet) -> None:
     again = cli_json(env, "say", sid, "anyone there?", "--message-id", "late-1", "--json")
     assert again["turn"] == 2 and again["reply"].startswith("anyone there? (2 words)")
     assert len(_replies(fleet, sid)) == 2
+
+
+def test_with_a_model_reply_tokens_stream_live_and_the_reply_event_is_the_durable_copy(fake_llm, corpus_fleet) -> None:
+    from tests.support.fake_llm import Reply, error, text, tool_call
+    from workers.app import create_app
+    from workers.settings import settings_from_env
+
+    answer = "Pass timeout= to [subprocess.run]; it raises [subprocess.TimeoutExpired] when time runs out."
+    follow_up = "It is [subprocess.TimeoutExpired], raised by [subprocess.run]."
+    fake_llm.script(
+        tool_call("search_corpus", {"query": "subprocess timeout"}),
+        error(429, "slow down", retry_after=0.1),  # retried within the same step
+        Reply(body=text(answer), chunk_delay=0.02),
+        Reply(body=text(follow_up), chunk_delay=0.02),
+    )
+    env = {**corpus_fleet.env, "STEPLOG_LLM_BASE_URL": fake_llm.url, "STEPLOG_LLM_MODEL": "fake-model",
+           "STEPLOG_LLM_API_KEY": "sk-test-secret-key-123"}
+    corpus_fleet.start(env=env)
+    first = cli_json(env, "say", "--new", "--json", "How do I run a subprocess with a timeout?")
+    sid = first["session_id"]
+    assert first["reply"] == answer and first["citations"] == ["subprocess.run", "subprocess.TimeoutExpired"]
+
+    # The second turn through `chat`: its tokens print as they stream, the reply once.
+    chat = subprocess.run([sys.executable, "-m", "workers", "chat", "--session", sid], env=env, cwd=ROOT,
+                          input="and which exception is it?\n", capture_output=True, text=True, timeout=120)
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.count(follow_up) == 1 and chat.stdout.count("agent> ") == 1
+
+    # What the live stream held: the tokens of each reply, in pieces, adding up to the committed reply.
+    hot = create_app(settings_from_env(env)).steplog.conversations.cache
+    live = [e for _, e in hot.follow(sid, "0-0", block_ms=0)]
+    for turn, reply in ((1, answer), (2, follow_up)):
+        deltas = [e["text"] for e in live if e["type"] == "delta" and e["turn"] == turn]
+        assert len(deltas) > 1 and "".join(deltas) == reply
+    assert [e["turn"] for e in live if e["type"] == "reply"] == [1, 2]
+    # The model saw the conversation: turn 2's request holds turn 1's question and answer.
+    last = fake_llm.chat_requests[-1]
+    said = json.dumps(last.messages)
+    assert "How do I run a subprocess with a timeout?" in said and "subprocess.TimeoutExpired" in said
+    assert last.streamed
+    # The key is nowhere in the session's events.
+    assert "sk-test-secret-key-123" not in json.dumps(corpus_fleet.events(sid), default=str)
