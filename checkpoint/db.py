@@ -75,6 +75,41 @@ def after_fork(engine: Engine) -> None:
             derived.dispose(close=False)
 
 
+def _raise(conn: Any, pool: Engine, sql: str, params: Mapping[str, Any], exc: psycopg.Error) -> None:
+    """A driver error as the matching ``sqlalchemy.exc`` class; a broken connection is invalidated."""
+    driver = conn.driver_connection
+    broken = driver is None or driver.broken or driver.closed or pool.dialect.is_disconnect(exc, driver, None)
+    if broken:
+        conn.invalidate(exc)
+    raise DBAPIError.instance(sql, dict(params), exc, psycopg.Error, connection_invalidated=broken) from exc
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Any]:
+    """One transaction at the driver level, on an autocommit pool connection (:func:`autocommit`):
+    yields ``run(sql, params)``, which executes one statement (``%(name)s`` style) and returns its first
+    row or None. Commits when the block ends, rolls back if it raises. For short transactions on a
+    latency path (a signal's store and wake), where SQLAlchemy's per-execute work would dominate."""
+    pool = autocommit(engine)
+    conn = pool.raw_connection()
+    last = ("", {})
+    try:
+        driver = conn.driver_connection
+
+        def run(sql: str, params: Mapping[str, Any]) -> tuple | None:
+            nonlocal last
+            last = (sql, params)
+            cur = driver.execute(sql, params, prepare=True)
+            return cur.fetchone() if cur.description is not None else None
+
+        with driver.transaction():
+            yield run
+    except psycopg.Error as exc:
+        _raise(conn, pool, last[0], last[1], exc)
+    finally:
+        conn.close()
+
+
 def one(pool: Engine, sql: str, params: Mapping[str, Any]) -> tuple | None:
     """Run one statement on an autocommit pool (:func:`autocommit` or :func:`soft`) through the
     driver itself and return its first row (a tuple), or None.
@@ -89,11 +124,7 @@ def one(pool: Engine, sql: str, params: Mapping[str, Any]) -> tuple | None:
     try:
         return conn.driver_connection.execute(sql, params, prepare=True).fetchone()
     except psycopg.Error as exc:
-        driver = conn.driver_connection
-        broken = driver is None or driver.broken or driver.closed or pool.dialect.is_disconnect(exc, driver, None)
-        if broken:
-            conn.invalidate(exc)
-        raise DBAPIError.instance(sql, dict(params), exc, psycopg.Error, connection_invalidated=broken) from exc
+        _raise(conn, pool, sql, params, exc)
     finally:
         conn.close()
 

@@ -262,7 +262,7 @@ SELECT run_id, workflow, status, created_at, updated_at
 -- name: lock_run
 -- A signal's sender holds the run row while it stores the signal and maybe wakes the run, so a
 -- timer's wake or a step committing its wait is ordered before or after it, never beside it.
-SELECT status, wait_signal, next_seq FROM runs WHERE run_id = :run_id FOR UPDATE
+SELECT status, workflow, wait_signal, next_seq FROM runs WHERE run_id = :run_id FOR UPDATE
 
 -- name: store_signal
 -- Durable first. The sender holds the run row and looked for the key first (get_signal): the same
@@ -271,6 +271,8 @@ SELECT status, wait_signal, next_seq FROM runs WHERE run_id = :run_id FOR UPDATE
 -- race each other are consumed in the order they were stored (a session's messages, in order).
 INSERT INTO signals (run_id, key, name, data, sender, created_at)
 VALUES (:run_id, :key, :name, CAST(:data AS jsonb), :sender, clock_timestamp())
+ON CONFLICT (run_id, key) DO NOTHING
+RETURNING key
 
 -- name: get_signal
 SELECT name, consumed_seq, created_at FROM signals WHERE run_id = :run_id AND key = :key

@@ -5,6 +5,8 @@ All keys start with ``steplog:`` so an operator can tell them from the broker's 
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "steplog:"
 
 
@@ -42,3 +44,10 @@ def session_live(run_id: str) -> str:
     """A session's live stream (reply tokens as they arrive, and a doorbell per reply):
     ``steplog:live:{run_id}``."""
     return f"{PREFIX}live:{_part('run_id', run_id)}"
+
+
+def session_reply(run_id: str, message_key: str) -> str:
+    """The doorbell of one message's reply (a list a client blocks on): ``steplog:reply:{run_id}:{digest}``,
+    the digest standing for the client's message key, which may hold any character."""
+    digest = hashlib.sha256(message_key.encode()).hexdigest()[:32]
+    return f"{PREFIX}reply:{_part('run_id', run_id)}:{digest}"

@@ -4,11 +4,12 @@
   from here first. An entry is trusted only when its turns run without a gap up to the turn the
   checkpoint says is the last one; anything else (expired, wiped, a push lost with a dead worker) is a
   miss, and the caller rebuilds from Postgres (:mod:`checkpoint.turns`) and refills it.
-- ``steplog:live:{run}``: what ``steplog chat`` and ``steplog say`` follow: ``delta`` entries (reply
-  tokens as a model streams them) and one ``reply`` entry per committed reply (a doorbell: the reply
-  itself is read from Postgres). Losing it only costs the live view.
+- ``steplog:live:{run}``: what ``steplog chat`` follows: ``delta`` entries (reply tokens as a model
+  streams them) and one ``reply`` entry per committed reply. Losing it only costs the live view.
+- ``steplog:reply:{run}:{message}``: one message's doorbell, which ``steplog say`` blocks on: the
+  committed turn, pushed once the reply's commit succeeded. Without it, the reply is read from Postgres.
 
-Both keys expire ``ttl`` seconds after the session's last write, so an idle session holds no Redis
+All of them expire ``ttl`` seconds after the session's last write, so an idle session holds no Redis
 memory once the TTL has passed. Redis errors are misses (:meth:`checkpoint.hotcache.HotCache.guarded`).
 """
 
@@ -98,6 +99,38 @@ class SessionCache:
 
         entry_id = self.hot.guarded("XADD", key, add)
         return None if entry_id is None else _text(entry_id)
+
+    def ring(self, run_id: str, turn: Turn) -> None:
+        """A reply was committed: tell whoever waits for it (its doorbell list, and the live stream),
+        with the turn as committed, in one round trip."""
+        entry = dumps({"type": "reply", "key": turn.message_key, "turn": turn.to_json()})
+        live, bell = redis_keys.session_live(run_id), redis_keys.session_reply(run_id, turn.message_key)
+
+        def add() -> Any:
+            pipe = self.hot.client.pipeline(transaction=False)
+            pipe.lpush(bell, entry)
+            pipe.expire(bell, self.ttl)
+            pipe.xadd(live, {"entry": entry}, maxlen=LIVE_MAXLEN, approximate=True)
+            pipe.expire(live, self.ttl)
+            return pipe.execute()
+
+        self.hot.guarded("LPUSH", bell, add)
+
+    def await_reply(self, run_id: str, message_key: str, *, block_ms: int) -> dict[str, Any] | None:
+        """The reply entry :meth:`ring` left for ``message_key``, waiting up to ``block_ms`` for it; None
+        when none came (or Redis is unavailable: the caller reads Postgres)."""
+        if not 1 <= block_ms <= MAX_BLOCK_MS:
+            raise ValueError(f"block_ms must be between 1 and {MAX_BLOCK_MS}, got {block_ms!r}")
+        bell = redis_keys.session_reply(run_id, message_key)
+        client = self.hot.blocking_client()
+        got = self.hot.guarded("BLPOP", bell, lambda: client.blpop([bell], timeout=block_ms / 1000))
+        if not got:
+            return None
+        try:
+            return json.loads(got[1])
+        except (TypeError, ValueError):
+            log.warning("reply doorbell %s: unreadable entry skipped", bell)
+            return None
 
     def last_id(self, run_id: str) -> str:
         """The id of the live stream's newest entry ("0-0" when it is empty or Redis is down): read

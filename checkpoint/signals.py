@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +21,12 @@ from sqlalchemy import Engine
 
 from checkpoint.errors import BadInput, RunNotFound, SteplogError
 from checkpoint.jsonutil import dumps
-from checkpoint.queries import EVENT_LOG, load
+from checkpoint.db import transaction
+from checkpoint.queries import EVENT_LOG, for_driver
 from checkpoint.statuses import TERMINAL_STATUSES
 from checkpoint.steps import Dispatch
 
-Q = load(EVENT_LOG)
+D = for_driver(EVENT_LOG)
 
 MAX_NAME = 200
 
@@ -56,13 +58,14 @@ def check_name(name: str) -> str:
 
 def send(
     engine: Engine, run_id: str, name: str, data: Any = None, *, key: str | None = None, sender: str,
-    owner: str | None = None, max_bytes: int | None = None,
+    owner: str | None = None, max_bytes: int | None = None, workflows: Collection[str] | None = None, kind: str = "",
 ) -> SignalOutcome:
     """Store signal ``name`` for ``run_id`` and wake the run if it waits for it; see the module doc.
 
     ``owner`` is the liveness id of a worker process that will publish the dispatch (None: a submitter,
     whose unpublished dispatch the sweeper re-sends after STEPLOG_REDISPATCH_SECONDS). ``max_bytes``
-    bounds the data's JSON (it lands in the run's event log as is). Raises :class:`BadInput`,
+    bounds the data's JSON (it lands in the run's event log as is). ``workflows``: the run must be of
+    one of them (a ``kind``, e.g. a session), else :class:`BadInput`. Raises :class:`BadInput`,
     :class:`RunNotFound` or :class:`RunFinished`; then nothing was written.
     """
     check_name(name)
@@ -73,20 +76,24 @@ def send(
     if key is not None and not (0 < len(key) <= MAX_NAME):
         raise BadInput(f"a signal key must be 1 to {MAX_NAME} characters, got {len(key)}")
     key = key or uuid.uuid4().hex
-    with engine.begin() as conn:
-        run = conn.execute(Q["lock_run"], dict(run_id=run_id)).one_or_none()
+    # At the driver level: a message to a session is on its turn's latency path (checkpoint.db.transaction).
+    with transaction(engine) as run_sql:
+        run = run_sql(D["lock_run"], dict(run_id=run_id))
         if run is None:
             raise RunNotFound(run_id)
-        # A key sent before is a duplicate whatever became of the run since (it may have finished).
-        earlier = conn.execute(Q["get_signal"], dict(run_id=run_id, key=key)).one_or_none()
-        if earlier is not None:
-            return SignalOutcome("duplicate", key, delivered_seq=earlier.consumed_seq)
-        if run.status in TERMINAL_STATUSES:
-            raise RunFinished(run_id, run.status)
-        conn.execute(Q["store_signal"], dict(run_id=run_id, key=key, name=name, data=payload, sender=sender))
-        woken = conn.execute(
-            Q["wake_on_signal"], dict(run_id=run_id, owner=owner, worker=sender, pid=os.getpid())
-        ).one_or_none()
+        status, workflow = run[0], run[1]
+        if workflows is not None and workflow not in workflows:
+            raise BadInput(f"run {run_id} is a {workflow!r} run, not a {kind or 'run of ' + ', '.join(workflows)}")
+        stored = None
+        if status not in TERMINAL_STATUSES:
+            stored = run_sql(D["store_signal"], dict(run_id=run_id, key=key, name=name, data=payload, sender=sender))
+        if stored is None:
+            # A key sent before is a duplicate whatever became of the run since (it may have finished).
+            earlier = run_sql(D["get_signal"], dict(run_id=run_id, key=key))
+            if earlier is not None:
+                return SignalOutcome("duplicate", key, delivered_seq=earlier[1])
+            raise RunFinished(run_id, status)
+        woken = run_sql(D["wake_on_signal"], dict(run_id=run_id, owner=owner, worker=sender, pid=os.getpid()))
     if woken is None:
         return SignalOutcome("buffered", key)
-    return SignalOutcome("delivered", key, Dispatch(woken.run_id, woken.seq, woken.workflow), woken.seq - 1)
+    return SignalOutcome("delivered", key, Dispatch(woken[0], woken[1], woken[2]), woken[1] - 1)

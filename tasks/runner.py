@@ -218,25 +218,32 @@ class StepRunner:
                 claim.seq, claim.run_id, claim.attempt,
             )
             return "fenced"
-        try:  # Redis is a cache and a doorbell: never a reason to fail a committed step
-            if status == "waiting":
-                self.services.park(claim.run_id, claim.seq)  # a waiting run keeps no Redis key
-            else:
-                self.services.progress(claim.run_id, {"seq": claim.seq, "type": kwargs["event_type"], "status": status,
-                                                      "worker": me.name, "attempt": claim.attempt})
-            if history is not None and status in ("running", "succeeded"):
-                self.services.warm_history(history, claim.seq, kwargs["event_type"], kwargs["state"], kwargs["payload"])
-            for after in getattr(outcome, "after", ()):
-                after()
-        except Exception as exc:
-            log.warning("hot tier not updated after step %s of run %s: %s", claim.seq, claim.run_id, exc)
+        # Redis is a cache and a doorbell: never a reason to fail a committed step. The next step's
+        # context is cached before it is dispatched; followers are told after, off its path.
+        if history is not None and status in ("running", "succeeded"):
+            self._hot(claim, lambda: self.services.warm_history(
+                history, claim.seq, kwargs["event_type"], kwargs["state"], kwargs["payload"]))
         if self.policy.fault_after_commit:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: die between commit and publish
         if status == "running":
             self.publish(Dispatch(claim.run_id, claim.seq + 1, wf.name), label)
         elif status == "queued":  # the wait was met at once by a signal sent before it: seq + 1 is that signal
             self.publish(Dispatch(claim.run_id, claim.seq + 2, wf.name), label)
+        for after in getattr(outcome, "after", ()):
+            self._hot(claim, after)
+        if status == "waiting":
+            self._hot(claim, lambda: self.services.park(claim.run_id, claim.seq))  # a waiting run keeps no Redis key
+        else:
+            self._hot(claim, lambda: self.services.progress(claim.run_id, {
+                "seq": claim.seq, "type": kwargs["event_type"], "status": status, "worker": me.name,
+                "attempt": claim.attempt}))
         return status
+
+    def _hot(self, claim: Claim, write: Callable[[], Any]) -> None:
+        try:
+            write()
+        except Exception as exc:
+            log.warning("hot tier not updated after step %s of run %s: %s", claim.seq, claim.run_id, exc)
 
     def _fail_now(self, claim: Claim, me: Worker, exc: FailRun) -> str:
         steps.fail(self.engine, claim, me, error=error_info(exc))

@@ -184,7 +184,7 @@ def test_with_a_model_reply_tokens_stream_live_and_the_reply_event_is_the_durabl
     for turn, reply in ((1, answer), (2, follow_up)):
         deltas = [e["text"] for e in live if e["type"] == "delta" and e["turn"] == turn]
         assert len(deltas) > 1 and "".join(deltas) == reply
-    assert [e["turn"] for e in live if e["type"] == "reply"] == [1, 2]
+    assert [e["turn"]["turn"] for e in live if e["type"] == "reply"] == [1, 2]
     # The model saw the conversation: turn 2's request holds turn 1's question and answer.
     last = fake_llm.chat_requests[-1]
     said = json.dumps(last.messages)

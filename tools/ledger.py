@@ -9,12 +9,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from checkpoint.db import storage_errors
+from checkpoint.db import autocommit, one, storage_errors
 from checkpoint.jsonutil import dumps
-from checkpoint.queries import load
+from checkpoint.queries import for_driver, load
 from tools.errors import LedgerError
 
 Q = load(Path(__file__).with_name("ledger.sql"))
+D = for_driver(Path(__file__).with_name("ledger.sql"))  # the statements of a step's own path
 
 
 #: Postgres errors inside become a LedgerError saying what the ledger was doing.
@@ -61,9 +62,26 @@ def begin_call(
         input=dumps(input), worker=worker, owner=owner, refire=refire, unknown_error=dumps(unknown_error),
     )
     with _ledger(f"cannot start tool call {tool} ({key[:12]})"):
-        with engine.begin() as conn:
-            row = conn.execute(Q["begin_call"], params).one()
-    return LedgerEntry(row.status, row.attempts, row.result, row.result_artifact, row.error)
+        # One statement, committed on its own (autocommit, durable): one round trip on the step's path.
+        status, attempts, result, artifact, error = one(autocommit(engine), D["begin_call"], params)
+    return LedgerEntry(status, attempts, result, artifact, error)
+
+
+def record_done(engine: Engine, *, key: str, run_id: str, seq: int, tool: str, version: str, result: Any,
+                worker: str | None, owner: str | None) -> None:
+    """Record a call that is done already (a reasoner's decision), once: a second record of the same key
+    keeps the first. Durable, one statement."""
+    params = dict(key=key, run_id=run_id, seq=seq, tool=tool, version=version, result=dumps(result),
+                  worker=worker, owner=owner)
+    with _ledger(f"cannot record {tool} ({key[:12]})"):
+        one(autocommit(engine), D["record_done"], params)
+
+
+def done_result(engine: Engine, key: str) -> Any:
+    """The result of the call ``key`` (None when there is no such row)."""
+    with _ledger(f"cannot read {key[:12]}"):
+        row = one(autocommit(engine), D["done_result"], dict(key=key))
+    return None if row is None else row[0]
 
 
 def bump_attempt(engine: Engine, key: str) -> int:

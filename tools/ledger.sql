@@ -31,6 +31,18 @@ ON CONFLICT (key) DO UPDATE SET
     ELSE l.started_at END
 RETURNING status, attempts, result, result_artifact, error
 
+-- name: record_done
+-- A call that is done before it is recorded (a reasoner's decision): the first record stays.
+INSERT INTO tool_ledger (key, run_id, seq, tool, version, input_hash, input, status, result, attempts,
+                         worker, owner, finished_at)
+VALUES (:key, :run_id, :seq, :tool, :version, :key, '{}'::jsonb, 'succeeded', CAST(:result AS jsonb), 1,
+        :worker, :owner, now())
+ON CONFLICT (key) DO NOTHING
+RETURNING key
+
+-- name: done_result
+SELECT result FROM tool_ledger WHERE key = :key
+
 -- name: bump_attempt
 -- One more execution inside the same call (a transient error being retried); own commit.
 UPDATE tool_ledger SET attempts = attempts + 1 WHERE key = :key RETURNING attempts

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -69,6 +70,7 @@ class ToolOutcome:
     replayed: bool
     key: str | None
     record: Record = _no_record
+    elapsed_ms: float | None = None  # the tool's own time (its executions and retries), not the ledger's
 
     @property
     def ok(self) -> bool:
@@ -233,6 +235,7 @@ class ToolRuntime:
 
         first = True
         kwargs = {"sleep": self._sleep} if self._sleep else {}
+        started = time.perf_counter()
         try:
             for attempt in retrying(self.config, retry_if, **kwargs):
                 with attempt:
@@ -245,7 +248,8 @@ class ToolRuntime:
             return self._failed(tool, key, exc)
         record_result, artifact = self._storable(result)
         record = partial(ledger.finish_call, key=key, status="succeeded", result=record_result, result_artifact=artifact)
-        return ToolOutcome(tool.name, "succeeded", result, None, False, key, record)
+        return ToolOutcome(tool.name, "succeeded", result, None, False, key, record,
+                           round((time.perf_counter() - started) * 1000, 3))
 
     def _execute_once(self, tool: Tool, ctx: ToolContext, validated: BaseModel) -> Any:
         """One execution: the tool's exceptions classified, its output validated and made JSON."""

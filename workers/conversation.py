@@ -17,15 +17,18 @@ from typing import Any
 
 from checkpoint import runs, turns
 from checkpoint.errors import BadInput, RunNotFound, SteplogError
+from checkpoint.signals import RunFinished
 from checkpoint.statuses import TERMINAL_STATUSES
 from checkpoint.turns import Turn
 from tasks.agents.session import MAX_MESSAGE, MESSAGE
 
 POLL_SECONDS = 0.5  # longest wait on the live stream before looking in Postgres again
+MARK_SLACK_MS = 2000  # how far before sending a client starts reading the live stream (clock skew)
 
 
 class NotASession(BadInput):
-    """The run exists but is not a session (its workflow is not a chat agent)."""
+    """The run exists but is not a session (its workflow is not a chat agent).
+    (Sending to such a run is refused by :func:`checkpoint.signals.send` with the same words.)"""
 
 
 class SessionEnded(SteplogError):
@@ -73,10 +76,14 @@ class Conversations:
             raise BadInput("a message needs some text")
         if len(text) > MAX_MESSAGE:
             raise BadInput(f"the message is {len(text)} characters long; at most {MAX_MESSAGE} are taken")
-        self.check(session_id)
-        mark = self.cache.last_id(session_id) if self.cache is not None else "0-0"
-        key = key or uuid.uuid4().hex
-        outcome = self.runtime.signal(session_id, MESSAGE, {"text": text.strip()}, key=key, sender=by)
+        # Live entries are read from a little before now (stream ids are Redis's clock in ms): the reply's
+        # doorbell cannot be missed, and the seconds before it are skipped by key.
+        mark = f"{int(time.time() * 1000) - MARK_SLACK_MS}-0"
+        try:
+            outcome = self.runtime.signal(session_id, MESSAGE, {"text": text.strip()}, key=key or uuid.uuid4().hex,
+                                          sender=by, workflows=self.runtime.registry.sessions(), kind="session")
+        except RunFinished as exc:
+            raise SessionEnded(f"session {session_id} is {exc.status}: {_reason(runs.get(self.runtime.engine, session_id))}") from None
         return Sent(session_id, outcome.key, outcome.status, mark)
 
     def reply(
@@ -98,13 +105,22 @@ class Conversations:
                 raise NoReply(f"no reply from session {sid} within {timeout:g} s; the message is stored (key "
                               f"{sent.key}) and will be answered: ask again with --message-id {sent.key}")
             started = time.monotonic()
+            if on_live is None and self.cache is not None:  # only the reply matters: its own doorbell
+                rung = self.cache.await_reply(sid, sent.key, block_ms=max(1, int(min(left, POLL_SECONDS) * 1000)))
+                if rung is not None and isinstance(rung.get("turn"), dict):
+                    return Turn.from_json(rung["turn"])
+                if rung is None and time.monotonic() - started < 0.05:
+                    time.sleep(min(0.2, max(left, 0)))  # Redis unavailable: poll Postgres
+                continue
             entries = self._follow(sid, after, min(left, POLL_SECONDS))
             for entry_id, entry in entries:
                 after = entry_id
                 if entry.get("key") != sent.key:
                     continue
                 if entry.get("type") == "reply":
-                    break  # the reply is committed: read it from Postgres
+                    if isinstance(entry.get("turn"), dict):  # announced after its commit: the committed turn
+                        return Turn.from_json(entry["turn"])
+                    break  # read it from Postgres
                 if on_live is not None:
                     on_live(entry)
             if not entries and time.monotonic() - started < 0.05:

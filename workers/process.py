@@ -172,11 +172,13 @@ class ProcessRuntime:
 
     # -- waking runs, and runs on a schedule ---------------------------------------------------------
 
-    def signal(self, run_id: str, name: str, data: Any = None, *, key: str | None = None, sender: str) -> SignalOutcome:
+    def signal(self, run_id: str, name: str, data: Any = None, *, key: str | None = None, sender: str,
+               **only: Any) -> SignalOutcome:
         """Send signal ``name`` to a run (stored first, deduplicated by ``key``); a run it wakes gets
-        its next step published now, not at the next sweep."""
+        its next step published now, not at the next sweep. ``only``: ``workflows``/``kind`` as
+        :func:`checkpoint.signals.send` takes them."""
         outcome = signals.send(self.engine, run_id, name, data, key=key, sender=sender,
-                               max_bytes=self.settings.inline_limit)
+                               max_bytes=self.settings.inline_limit, **only)
         if outcome.dispatch is not None:
             self.publish(outcome.dispatch)
         return outcome

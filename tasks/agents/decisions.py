@@ -11,11 +11,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import Engine, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Engine
 
 from tasks.reasoning.base import Decision, FinalReport, ToolCall
-from tools.ledger_table import tool_ledger
+from tools import ledger
 
 TOOL = "reasoner"
 
@@ -43,16 +42,10 @@ def from_json(doc: dict[str, Any]) -> Decision:
 
 
 def recall(engine: Engine, run_id: str, seq: int) -> Decision | None:
-    with engine.connect() as conn:
-        row = conn.execute(select(tool_ledger.c.result).where(tool_ledger.c.key == _key(run_id, seq))).first()
-    return None if row is None else from_json(row.result)
+    doc = ledger.done_result(engine, _key(run_id, seq))
+    return None if doc is None else from_json(doc)
 
 
 def remember(engine: Engine, run_id: str, seq: int, decision: Decision, *, reasoner: str, owner: str, worker: str) -> None:
-    key = _key(run_id, seq)
-    stmt = insert(tool_ledger).values(
-        key=key, run_id=run_id, seq=seq, tool=TOOL, version=reasoner, input_hash=key, input={},
-        status="succeeded", result=to_json(decision), attempts=1, worker=worker, owner=owner,
-    )
-    with engine.begin() as conn:
-        conn.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
+    ledger.record_done(engine, key=_key(run_id, seq), run_id=run_id, seq=seq, tool=TOOL, version=reasoner,
+                       result=to_json(decision), worker=worker, owner=owner)

@@ -251,7 +251,8 @@ class Loop:
     def _reason(self, ctx: StepContext, state: dict[str, Any]) -> Continue | Finish | Wait:
         services = ctx.services
         reasoner = self.agent.reasoner or (services.chat_reasoner if self.agent.chat else services.reasoner)
-        decision = decisions.recall(services.engine, ctx.run_id, ctx.seq)
+        # Only a step's later attempts can find a decision an earlier attempt recorded.
+        decision = decisions.recall(services.engine, ctx.run_id, ctx.seq) if ctx.attempt > 1 else None
         replayed = decision is not None
         model_ms = None
         if decision is None:
@@ -324,7 +325,7 @@ class Loop:
             state["summary"].append(f"{old['tool']}({json.dumps(old['args'])[:160]}) -> {'ok' if old['ok'] else 'failed'}")
         state["pending"], state["phase"] = None, REASON
         payload = {"kind": "tool", "tool": call["tool"], "key": outcome.key, "status": outcome.status,
-                   "replayed": outcome.replayed, "error": outcome.error}
+                   "replayed": outcome.replayed, "error": outcome.error, "tool_ms": outcome.elapsed_ms}
         return Continue(state, payload=payload, writes=tools.records())
 
     # -- output ------------------------------------------------------------------------------------

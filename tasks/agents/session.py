@@ -128,8 +128,8 @@ def reply(run: Any, payload: dict[str, Any], writes: Sequence[Callable], *, wind
     cache = getattr(ctx.services, "sessions", None)
     after: list[Callable[[], Any]] = []
     if cache is not None:
-        after = [lambda: cache.push(ctx.run_id, turn),
-                 lambda: cache.announce(ctx.run_id, {"type": "reply", "turn": turn.turn, "key": turn.message_key})]
+        # The doorbell first (a client waits on it), with the turn as committed: it is only rung after the commit.
+        after = [lambda: cache.ring(ctx.run_id, turn), lambda: cache.push(ctx.run_id, turn)]
     event = {**payload, "kind": "reply", "turn": turn.turn, "message_key": turn.message_key, "reply": turn.reply,
              "citations": turn.citations, "truncated": answer["truncated"]}
     return Wait(MESSAGE, state=state, payload=event, writes=writes, event="reply", after=after)
