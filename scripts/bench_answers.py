@@ -5,14 +5,15 @@ drives it (real tool runtime, ledger and corpus in Postgres; two steps per tool 
 report), and reads the report's lead source: the module it says "answers this best" (the module of
 its first citation). Prints a table per set and its score: "tuned" are the ten questions of
 tests/support/stdlib_questions.py (the ranking was tuned on them), "heldout" the twenty of
-tests/support/heldout_questions.py (never tuned on), "dev" the questions below that further tuning
+tests/support/heldout_questions.py (never tuned on), "heldout_b" the second held-out twenty of that
+file (HELDOUT_B, written before the lead-source ranking change, never tuned on either), "dev" the questions below that further tuning
 may use instead of the held-out set.
 
 The stdlib corpus is built in a scratch database, dropped afterwards; with ``--keep NAME`` the
 database ``NAME`` is kept and reused by the next run (built only if it has no corpus yet), so
 repeated measurements skip the build (``--rebuild`` forces it).
 
-Usage: python scripts/bench_answers.py [--set tuned|dev|heldout|all] [--keep NAME] [--rebuild] [--json]
+Usage: python scripts/bench_answers.py [--set tuned|dev|heldout|heldout_b|all] [--keep NAME] [--rebuild] [--json]
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from sqlalchemy.engine import make_url
 
 from tasks.reasoning.base import FinalReport, Observation, ResearchContext, ToolCall
 from tasks.reasoning.offline import OfflineReasoner
-from tests.support.heldout_questions import HELDOUT, is_right
+from tests.support.heldout_questions import HELDOUT, HELDOUT_B, is_right
 from tests.support.stdlib_questions import QUESTIONS
 from tools.corpus import build_stdlib, corpus_exists
 from tools.registry import builtin_registry
@@ -90,6 +91,7 @@ SETS = {
     "tuned": [(q, (m,)) for q, m in QUESTIONS],
     "dev": DEV,
     "heldout": list(HELDOUT),
+    "heldout_b": list(HELDOUT_B),
 }
 
 
@@ -196,13 +198,13 @@ def print_table(name: str, rows: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", choices=["tuned", "dev", "heldout", "all"], default="all")
+    ap.add_argument("--set", choices=[*SETS, "all"], default="all")
     ap.add_argument("--keep", metavar="NAME", help="database to keep and reuse (built once)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the corpus even if it exists")
     ap.add_argument("--database-url", help="Postgres server URL (default: the configured or local one)")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON as well")
     args = ap.parse_args()
-    names = ["tuned", "dev", "heldout"] if args.set == "all" else [args.set]
+    names = list(SETS) if args.set == "all" else [args.set]
     results = {}
     with corpus_database(args.database_url or _server_url(), args.keep, args.rebuild) as engine:
         reasoner = OfflineReasoner()
