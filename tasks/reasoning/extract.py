@@ -14,6 +14,7 @@ from typing import Any
 
 from tasks.reasoning.citations import PassageRef
 from tools.corpus import extract_sentences, split_sentences
+from tools.corpus.text import stem, word_stems
 
 GAP = " [...] "
 MAX_SENTENCES = 3
@@ -39,6 +40,48 @@ class Extract:
 def covered_terms(text: str, terms: Sequence[str]) -> tuple[str, ...]:
     """The terms whose stem occurs in ``text`` (camel case split), as the corpus matches them."""
     return tuple(t for t in terms if extract_sentences(text, [t], limit=1))
+
+
+# A question word's stem this long found inside a run-together name part counts as a name match
+# ("pars" in argparse, "thread" in threading); shorter stems ("ip", "os") must be a whole part.
+MIN_INNER_STEM = 4
+
+
+def summary_line(document: dict[str, Any] | None) -> str:
+    """The summary line of a read document (``read_document`` result): the first line of its
+    docstring (PEP 257), after the call signature its first passage may start with; "" if none."""
+    passages = (document or {}).get("passages") or []
+    if not passages:
+        return ""
+    doc_id = str(document.get("doc_id", ""))
+    for line in passages[0]["text"].splitlines():
+        line = line.strip()
+        if line and not (line.startswith(doc_id + "(") or line == doc_id):
+            return line
+    return ""
+
+
+def name_terms(name: str, terms: Sequence[str]) -> tuple[str, ...]:
+    """The terms that name ``name`` (a module or qualified name): their stem is the stem of one of
+    its parts (split at dots, underscores and camel case), or lies inside a run-together part."""
+    parts = [p.lower() for p in re.split(r"[^A-Za-z0-9]+", name) if p]
+    stems = word_stems(name.replace(".", " ").replace("_", " "))
+    out = []
+    for t in terms:
+        s = stem(t)
+        if s in stems or (len(s) >= MIN_INNER_STEM and any(s in p for p in parts)):
+            out.append(t)
+    return tuple(out)
+
+
+def topic_terms(name: str, document: dict[str, Any] | None, terms: Sequence[str]) -> tuple[str, ...]:
+    """The ``terms`` a document is about by its own account: found in its name or its summary line.
+
+    ``document`` is its ``read_document`` result, or None when it was not read (its name alone).
+    """
+    in_summary = set(covered_terms(summary_line(document), terms)) if document else set()
+    named = set(name_terms(name, terms))
+    return tuple(t for t in terms if t in named or t in in_summary)
 
 
 def module_of(doc_id: str, source: str | None = None) -> str:

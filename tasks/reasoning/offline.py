@@ -14,7 +14,7 @@ from typing import Any
 
 from tasks.reasoning.base import Decision, FinalReport, Observation, ResearchContext, ToolCall
 from tasks.reasoning.citations import PassageRef, parse_citation
-from tasks.reasoning.extract import Extract, best_extract, covered_terms, module_of
+from tasks.reasoning.extract import Extract, best_extract, covered_terms, module_of, topic_terms
 from tasks.reasoning.report import compose
 from tasks.reasoning.subqueries import MAX_SUBQUERIES, subqueries
 from tools.corpus import query_terms
@@ -92,6 +92,22 @@ def _votes(seen: _Seen, queries: list[str]) -> dict[str, float]:
         for rank, m in enumerate(sources[:VOTING_SOURCES], 1):
             votes[m] = votes.get(m, 0.0) + 1.0 / rank
     return votes
+
+
+def _topics(seen: _Seen, terms: list[str], extracts: list[Extract]) -> dict[str, int]:
+    """Per module of ``extracts``: the question terms its own name and summary line hold (its module
+    document's, if read), plus those the name and summary line of its best quoted document hold."""
+    topics: dict[str, int] = {}
+    for e in extracts:
+        if e.module in topics:
+            continue
+        own = topic_terms(e.module, seen.reads.get(e.module), terms)
+        quoted = max(
+            (len(topic_terms(x.ref.doc_id, seen.reads.get(x.ref.doc_id), terms)) for x in extracts if x.module == e.module),
+            default=0,
+        )
+        topics[e.module] = len(own) + quoted
+    return topics
 
 
 class OfflineReasoner:
@@ -188,7 +204,8 @@ class OfflineReasoner:
     ) -> Decision:
         extracts = self._evidence(context, terms, seen, pending=truncated)
         report: FinalReport = compose(context.question, extracts, corpus=context.corpus,
-                                      votes=_votes(seen, queries), truncated=truncated, stop_reason=why)
+                                      votes=_votes(seen, queries), topics=_topics(seen, terms, extracts),
+                                      truncated=truncated, stop_reason=why)
         record = {"reasoner": self.name, "tool": None, "truncated": truncated, "sources": len(report.citations)}
         return Decision(report, record=record)
 

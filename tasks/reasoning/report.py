@@ -9,6 +9,12 @@ from tasks.reasoning.base import FinalReport
 from tasks.reasoning.extract import Extract, is_file_id
 
 
+# What a question word found in a module's name or summary line is worth, against one held by a
+# quote: half. A quote holding more of the question's words still counts, but a loosely related
+# quote no longer beats the module whose name and summary say it is about the question's subject.
+TOPIC_WEIGHT = 0.5
+
+
 @dataclass(frozen=True)
 class ModuleEvidence:
     """The extracts of one module and how strongly they answer the question."""
@@ -18,11 +24,19 @@ class ModuleEvidence:
     coverage: int  # most question terms one of its quotes holds
     votes: float  # retrieval consensus: reciprocal ranks over the sub-queries' searches
     first: int  # position of its first extract, the tie-breaker
+    topic: int = 0  # question terms its name and summary line hold (see offline._topics)
+
+    @property
+    def score(self) -> float:
+        return self.coverage + TOPIC_WEIGHT * self.topic
 
 
-def rank_modules(extracts: Sequence[Extract], votes: Mapping[str, float]) -> list[ModuleEvidence]:
-    """Modules best first: the quote holding most of the question, then search consensus, then the
-    number of quotes, then the order they were found in."""
+def rank_modules(
+    extracts: Sequence[Extract], votes: Mapping[str, float], topics: Mapping[str, int] | None = None
+) -> list[ModuleEvidence]:
+    """Modules best first: the quote holding most of the question plus, at half weight, the
+    question words the module's name and summary line hold (``topics``); then search consensus,
+    then the number of quotes, then the order they were found in."""
     grouped: dict[str, list[Extract]] = {}
     for e in extracts:
         grouped.setdefault(e.module, []).append(e)
@@ -34,10 +48,11 @@ def rank_modules(extracts: Sequence[Extract], votes: Mapping[str, float]) -> lis
             coverage=max(len(e.covered) for e in es),
             votes=round(votes.get(m, 0.0), 6),  # rounded so float noise cannot reorder
             first=order.index(m),
+            topic=(topics or {}).get(m, 0),
         )
         for m, es in grouped.items()
     ]
-    return sorted(evidence, key=lambda ev: (-ev.coverage, -ev.votes, -len(ev.extracts), ev.first))
+    return sorted(evidence, key=lambda ev: (-ev.score, -ev.votes, -len(ev.extracts), ev.first))
 
 
 def _cite(e: Extract) -> str:
@@ -58,12 +73,14 @@ def compose(
     *,
     corpus: str,
     votes: Mapping[str, float] | None = None,
+    topics: Mapping[str, int] | None = None,
     truncated: bool = False,
     stop_reason: str = "",
 ) -> FinalReport:
     """A Markdown report answering ``question`` from ``extracts``: the best module first, then the
     findings by module, then a Sources section quoting every passage used.
 
+    ``votes`` and ``topics`` (per module) rank the modules, see :func:`rank_modules`.
     ``truncated`` marks a report cut short (``stop_reason`` says why). Citations are
     ``{doc_id, corpus, ordinal, passage, module}`` with ``passage`` the quoted sentences.
     """
@@ -71,7 +88,7 @@ def compose(
     for e in extracts:
         if all(e.ref != u.ref for u in unique):
             unique.append(e)
-    ranked = rank_modules(unique, votes or {})
+    ranked = rank_modules(unique, votes or {}, topics)
     lines = [f"# {question.strip()}", ""]
     if truncated:
         why = f" ({stop_reason})" if stop_reason else ""

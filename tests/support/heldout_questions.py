@@ -10,6 +10,11 @@ What counts as right: the report's lead source (the module it says "answers this
 the module of its first citation) is one of the accepted modules, or a submodule of one
 (``logging.handlers`` for ``logging``). Where the standard library has two good answers, both are
 accepted (``datetime`` or ``zoneinfo`` for time zones).
+
+``HELDOUT_B`` is a second held-out set of twenty, written (and committed) before the lead-source
+ranking change that followed ``HELDOUT``'s baseline, with questions that overlap neither ``HELDOUT``,
+the tuned ten nor the "dev" tuning set of ``scripts/bench_answers.py``. The same rules hold: measure
+it, never tune on it.
 """
 
 HELDOUT = [
@@ -33,6 +38,29 @@ HELDOUT = [
     ("How do I write unit tests for my code?", ("unittest",)),
     ("How do I measure how long some code takes to run?", ("time", "timeit")),
     ("How do I get the n smallest items from a list?", ("heapq",)),
+]
+
+HELDOUT_B = [
+    ("How do I check whether a file exists?", ("os.path", "pathlib", "os")),
+    ("How do I list the files in a directory?", ("os", "pathlib", "glob")),
+    ("How do I calculate the square root of a number?", ("math", "cmath")),
+    ("How do I represent a fraction like 1/3 exactly?", ("fractions",)),
+    ("How do I sign a message with a secret key?", ("hmac",)),
+    ("How do I run cleanup code when my program exits?", ("atexit",)),
+    ("How do I handle a SIGTERM signal in my program?", ("signal",)),
+    ("How do I get the current date and time?", ("datetime", "time")),
+    ("How do I pause my program for a few seconds?", ("time", "asyncio")),
+    ("How do I check whether a string is a valid IP address?", ("ipaddress",)),
+    ("How do I guess the MIME type of a file?", ("mimetypes",)),
+    ("How do I step through my program in a debugger?", ("pdb", "bdb")),
+    ("How do I split a shell command string into arguments?", ("shlex",)),
+    ("How do I define an abstract base class?", ("abc",)),
+    ("How do I show a deprecation warning?", ("warnings",)),
+    ("How do I read a WAV audio file?", ("wave",)),
+    ("How do I import a module when I only know its name as a string?", ("importlib",)),
+    ("How do I write my own context manager for a with statement?", ("contextlib",)),
+    ("How do I parse Python source code into a syntax tree?", ("ast",)),
+    ("How do I find where my program allocates the most memory?", ("tracemalloc",)),
 ]
 
 

@@ -224,7 +224,8 @@ def split_sentences(passage: str) -> list[str]:
     return [p for p in parts if p]
 
 
-def _stems(text: str) -> set[str]:
+def word_stems(text: str) -> set[str]:
+    """The stems of the words of ``text`` (stop words left out), camel-case pieces included."""
     words = set()
     for w in _WORD.findall(text):
         lw = w.lower()
@@ -253,7 +254,7 @@ def extract_sentences(passage: str, query: str | Iterable[str], *, limit: int = 
     sentences = split_sentences(passage)
     scored = []
     for i, sentence in enumerate(sentences):
-        hits = len(wanted & _stems(sentence))
+        hits = len(wanted & word_stems(sentence))
         if hits:
             scored.append((-hits, i))
     chosen = sorted(i for _, i in sorted(scored)[:limit])
