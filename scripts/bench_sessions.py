@@ -6,6 +6,8 @@ and one tool call per turn (`lookup`, a read tool that takes microseconds), so a
 signal, a reasoning step, the tool step and the reasoning step that commits the reply: four events,
 three step tasks.
 
+(s) one session, --single turns one after another: the overhead with nothing queued, and where it
+    goes: each phase of a turn from the events' and attempts' Postgres timestamps (same host clock).
 (a) --sessions sessions x --turns turns on --workers workers. Each session is a client thread that
     sends a message (app.steplog.conversations, as `steplog say` does: store the signal, wake the run,
     publish), waits for the reply, then thinks for a random time (exponential, mean --think s) before
@@ -92,6 +94,38 @@ class Bench:
                 per_turn[int(r.turn)] = spent
                 spent = 0.0
         return per_turn
+
+    # -- (s) --------------------------------------------------------------------------------------
+
+    def part_s(self) -> None:
+        """One session, turns one after another: the overhead with nothing queued, and where it goes."""
+        sid = self.talk.open(AGENT, by="bench")
+        overhead: list[float] = []
+        phases: dict[str, list[float]] = {}
+        for n in range(1, self.args.single + 1):
+            t0 = time.time()
+            sent = self.talk.send(sid, f"single session message {n}", by="bench")
+            t1 = time.time()
+            reply = self.talk.reply(sent, timeout=120)
+            t2 = time.time()
+            overhead.append((t2 - t0) * 1000 - self.inner_ms(sid)[reply.turn])
+            with self.fleet.engine.connect() as conn:
+                marks = conn.execute(self.text(
+                    "SELECT e.seq, extract(epoch FROM e.created_at) AS at, extract(epoch FROM a.started_at) AS started "
+                    "  FROM events e LEFT JOIN step_attempts a ON a.run_id = e.run_id AND a.seq = e.seq "
+                    " WHERE e.run_id = :sid AND e.seq > :after ORDER BY e.seq"), {"sid": sid, "after": reply.seq - 4}).all()
+            at = [float(m.at) for m in marks]  # the message's event, reasoning, tool, reply (commit starts)
+            started = [float(m.started) for m in marks[1:]]  # each step's claim
+            for name, ms in (("send (store + wake + publish)", t1 - t0), ("publish -> reasoning step claimed", started[0] - t1),
+                             ("reasoning step", at[1] - started[0]), ("hop to the tool step", started[1] - at[1]),
+                             ("tool step", at[2] - started[1]), ("hop to the reply step", started[2] - at[2]),
+                             ("reply step", at[3] - started[2]), ("reply commit -> client has it", t2 - t0 - (at[3] - t0))):
+                phases.setdefault(name, []).append(ms * 1000)
+        self.row(f"(s) one session, {self.args.single} turns in a row: overhead", f"median {statistics.median(overhead):.1f} ms, "
+                 f"p99 {pct(overhead, 99):.1f}", "<= 15 ms", statistics.median(overhead) <= 15)
+        self.notes.append("(s) where a turn's time goes (medians; commit times are each commit's start):")
+        for name, values in phases.items():
+            self.notes.append(f"      {name:36} {statistics.median(values):6.2f} ms")
 
     # -- (a) --------------------------------------------------------------------------------------
 
@@ -230,7 +264,8 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=1000, help="(c) idle sessions")
     ap.add_argument("--ttl", type=int, default=8, help="STEPLOG_SESSION_TTL_SECONDS of the run")
     ap.add_argument("--redis-db", type=int, default=0, help="scratch Redis database number (must be empty)")
-    ap.add_argument("--parts", default="abc")
+    ap.add_argument("--single", type=int, default=200, help="(s) turns of the single session")
+    ap.add_argument("--parts", default="sabc")
     args = ap.parse_args()
     if args.ttl < args.think * 5:
         sys.exit("--ttl must be at least 5 x --think, or (a)'s sessions would go cold between turns")

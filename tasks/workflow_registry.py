@@ -46,6 +46,10 @@ class WorkflowRegistry:
     def names(self) -> list[str]:
         return sorted(self._by_name)
 
+    def is_session(self, name: str) -> bool:
+        wf = self._by_name.get(name)
+        return wf is not None and wf.session
+
     def sessions(self) -> list[str]:
         """The chat agents: workflows whose runs are sessions."""
         return sorted(name for name, wf in self._by_name.items() if wf.session)

@@ -10,13 +10,16 @@ from workers import redis_transport
 from workers.settings import Settings
 
 # Steps taken over from a dead worker, or re-sent after a lost message, jump the queue: a run
-# already delayed by a crash should not also wait behind every other run's next step.
-# Redis serves priority 0 first; RabbitMQ serves the highest number first (with x-max-priority).
-_PRIORITY = {True: {"urgent": 0, "normal": 6}, False: {"urgent": 9, "normal": 0}}
+# already delayed by a crash should not also wait behind every other run's next step. Then the
+# steps of a session's turn under way: someone waits for its reply, and finishing turns that have
+# started before starting new ones keeps every turn short (a new turn's first step, and every other
+# run's step, is normal). Redis serves priority 0 first; RabbitMQ the highest number (x-max-priority).
+_PRIORITY = {True: {"urgent": 0, "turn": 3, "normal": 6}, False: {"urgent": 9, "turn": 6, "normal": 0}}
+LEVELS = tuple(_PRIORITY[True])
 
 
-def step_priority(settings: Settings, *, urgent: bool) -> int:
-    return _PRIORITY[settings.broker_is_redis]["urgent" if urgent else "normal"]
+def step_priority(settings: Settings, level: str) -> int:
+    return _PRIORITY[settings.broker_is_redis][level]
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     hard_limit = settings.step_time_limit + settings.lease_seconds + 5

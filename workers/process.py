@@ -180,7 +180,7 @@ class ProcessRuntime:
         outcome = signals.send(self.engine, run_id, name, data, key=key, sender=sender,
                                max_bytes=self.settings.inline_limit, **only)
         if outcome.dispatch is not None:
-            self.publish(outcome.dispatch)
+            self.publish(outcome.dispatch, starts_turn=True)
         return outcome
 
     @property
@@ -218,10 +218,17 @@ class ProcessRuntime:
         buffered = self._buffered_events()
         return None if buffered is None else _BufferedPublish(buffered)
 
-    def publish(self, dispatch: Dispatch, label: str | None = None, *, urgent: bool = False) -> bool:
+    def publish(self, dispatch: Dispatch, label: str | None = None, *, urgent: bool = False, starts_turn: bool = False) -> bool:
         """Send a step to the broker. A failure is logged, not raised: the outbox row stays and the
-        sweeper publishes it again. ``urgent`` (recoveries) puts it ahead of ordinary steps."""
+        sweeper publishes it again. ``urgent`` (recoveries) puts it ahead of every other step; a
+        session's step goes ahead of ordinary ones, unless it ``starts_turn`` (a message woke it)."""
         name = f"{dispatch.workflow} #{dispatch.seq}" + (f" {label}" if label else "")
+        if urgent:
+            level = "urgent"
+        elif not starts_turn and self.registry.is_session(dispatch.workflow):
+            level = "turn"
+        else:
+            level = "normal"
         try:
             self.app.send_task(
                 STEP_TASK,
@@ -234,7 +241,7 @@ class ProcessRuntime:
                 routing_key=self.settings.queue,
                 declare=[] if self.settings.broker_is_redis else [self.app.amqp.queues[self.settings.queue]],
                 shadow=name,
-                priority=step_priority(self.settings, urgent=urgent),
+                priority=step_priority(self.settings, level),
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
                 event_dispatcher=self._sent_events(),
