@@ -1,4 +1,5 @@
-"""`steplog demo`, the README's main command: it finishes, shows a kill and a resumption, ends with the report."""
+"""`steplog demo`, the README's main command: it finishes, shows a kill and a resumption, the report, then a
+conversation whose second turn survives a SIGKILL with one reply."""
 
 from tests.support.harness import cli
 
@@ -17,3 +18,10 @@ def test_demo_runs_to_completion_with_a_kill_and_a_resumption(steplog_env):
     # The report waited for an approval, given by the demo, and the call ran once with the key shown.
     assert "publish_report waits for approval" in out and "$ steplog approve" in out
     assert out.index("publish_report waits for approval") < out.index("approved by demo") < out.index("## Sources")
+    # Then a conversation: the follow-up resolves "it", and its turn survives a SIGKILL with one reply.
+    talk = out[out.index("a conversation: session"):]
+    assert "you> How do I run a subprocess with a timeout?" in talk and "agent> **[subprocess.run]**" in talk
+    assert talk.index("you> and which exception tells me it expired?") < talk.index("SIGKILL doomed")
+    assert "**[subprocess.TimeoutExpired]** answers this best" in talk
+    assert "turn 2: 1 reply event, committed by demo-next" in talk
+    assert talk.count("agent> ") == 2

@@ -1,4 +1,5 @@
-"""`steplog demo`: a research run through real workers, one SIGKILLed mid-run, the run resuming.
+"""`steplog demo`: a research run through real workers, one SIGKILLed mid-run, the run resuming; then a
+conversation whose second turn loses its worker to a SIGKILL and still gets one reply.
 
 Every phase prints as it happens; everything the demo started (workers, Flower) is stopped on exit
 or Ctrl-C, and the local services too unless `--keep`.
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 out = Console(soft_wrap=True)
 FINISHED = ("succeeded", "failed", "cancelled")
 QUESTION = "How do I run a subprocess with a timeout?"
+CONVERSATION = (QUESTION, "and which exception tells me it expired?")
 DEMO_APPROVAL_DELAY = 1.0  # seconds a parked run waits before the demo approves it
 
 
@@ -161,6 +163,54 @@ class Demo:
         self.procs[self.procs.index(victim)] = fresh = WorkerProc(self.env, victim.name, self.log_dir, host=victim.node.split("@")[1])
         fresh.wait_ready(self.engine)
 
+    def converse(self) -> bool:
+        """A short conversation with the chat agent. Its second turn starts on a worker that SIGKILLs
+        itself mid-turn (after the model's decision is recorded, before its step commits); another
+        worker takes the step over, and the turn ends with exactly one reply."""
+        import socket
+
+        from workers.fleet import WorkerProc
+
+        talk = self.ctx.celery.steplog.conversations
+        sid = talk.open("chat", by="demo")
+        self.phase(escape(f"a conversation: session {sid} with the chat agent; any worker serves any turn"))
+        first = self._turn(talk, sid, CONVERSATION[0])
+        self.phase("stopping the workers; starting one that is SIGKILLed in the middle of the next turn")
+        for w in self.procs:
+            w.stop()
+        doomed = WorkerProc({**self.env, "STEPLOG_FAULT_AFTER_DECISION": "1"}, "doomed", self.log_dir,
+                            host=socket.gethostname())
+        self.procs = [doomed]
+        doomed.wait_ready(self.engine)
+        out.print(f"you> {CONVERSATION[1]}", style="bold", markup=False, highlight=False)
+        sent = talk.send(sid, CONVERSATION[1], by="demo")
+        deadline = time.monotonic() + 30
+        while doomed.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.phase(f"[bold red]SIGKILL[/bold red] {escape(doomed.node)} died mid-turn (its decision was recorded, its "
+                   "step never committed); starting another worker, which takes the step over")
+        self.procs.append(WorkerProc(self.env, "demo-next", self.log_dir, host=socket.gethostname()))
+        self.procs[-1].wait_ready(self.engine)
+        second = talk.reply(sent, timeout=60)
+        out.print(f"agent> {second.reply}", markup=False, highlight=False)
+        replies = [e for e in self._events(sid) if e["type"] == "reply" and e["payload"].get("turn") == second.turn]
+        self.phase(escape(f"turn {second.turn}: {len(replies)} reply event, committed by {replies[0]['worker']}; "
+                          f"it cites {', '.join(second.citations) or 'nothing'} (the follow-up's 'it' is the "
+                          f"subprocess's timeout from turn {first.turn})"))
+        self.phase(escape(f"the conversation: steplog show {sid}; go on with it: steplog chat --session {sid}"))
+        return len(replies) == 1
+
+    def _turn(self, talk: Any, sid: str, text: str) -> Any:
+        out.print(f"you> {text}", style="bold", markup=False, highlight=False)
+        turn = talk.reply(talk.send(sid, text, by="demo"), timeout=60)
+        out.print(f"agent> {turn.reply}", markup=False, highlight=False)
+        return turn
+
+    def _events(self, run_id: str) -> list[dict[str, Any]]:
+        from checkpoint import runs
+
+        return runs.events(self.engine, run_id)
+
     def ensure_corpus(self) -> None:
         from tools.corpus import build_stdlib, corpus_exists
 
@@ -188,7 +238,8 @@ def demo(
     workers: Annotated[int, typer.Option(min=2, help="Worker processes to start.")] = 3,
 ) -> None:
     """A research run through real workers; the one running a step is SIGKILLed mid-run and the run resumes;
-    its report waits for an approval, which the demo gives."""
+    its report waits for an approval, which the demo gives. Then a conversation with the chat agent, one
+    of whose turns loses its worker to a SIGKILL and still gets exactly one reply."""
     settings = ctx.settings  # starts the local services when no STEPLOG_*_URL is set
     local = os.environ.get("STEPLOG_DATABASE_URL") is None
     log_dir = Path(settings.home).resolve() / "demo" / time.strftime("%Y%m%d-%H%M%S")
@@ -212,7 +263,8 @@ def demo(
             out.print(f"    {run['error']}", markup=False)
         out.print(f"    history: steplog show {run_id}   report: steplog report {run_id}   tools: steplog tools {run_id}",
                   markup=False)
-        code = 0 if run["status"] == "succeeded" else 1
+        talked = d.converse()
+        code = 0 if run["status"] == "succeeded" and talked else 1
     except KeyboardInterrupt:
         d.phase("interrupted; cleaning up")
     finally:
