@@ -18,8 +18,8 @@ DELETE FROM worker_procs WHERE heartbeat_at < now() - interval '1 hour'
 
 -- name: create_run
 WITH run AS (
-  INSERT INTO runs (run_id, workflow, input, status, next_seq)
-  VALUES (:run_id, :workflow, CAST(:input AS jsonb), 'queued', 2)
+  INSERT INTO runs (run_id, workflow, input, status, next_seq, tenant)
+  VALUES (:run_id, :workflow, CAST(:input AS jsonb), 'queued', 2, :tenant)
   RETURNING run_id
 ), ev AS (
   INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
@@ -234,7 +234,7 @@ RETURNING o.run_id, o.seq, r.workflow
 -- name: get_run
 SELECT run_id, workflow, status, input, result, error, next_seq, attempt, lease_owner,
        lease_started_at, lease_expires_at, cancel_requested_by, archive, created_at, updated_at,
-       wait_signal, wait_since, wait_until
+       wait_signal, wait_since, wait_until, tenant
   FROM runs WHERE run_id = :run_id
 
 -- name: get_events
@@ -255,9 +255,27 @@ SELECT seq, attempt, worker, pid, outcome, error, started_at, finished_at, step_
   FROM step_attempts WHERE run_id = :run_id ORDER BY seq, attempt
 
 -- name: list_runs
-SELECT run_id, workflow, status, created_at, updated_at
-  FROM runs WHERE (CAST(:status AS text) IS NULL OR status = :status)
+-- Newest first; optionally one status, one tenant, and a search: a run id prefix or a workflow name.
+SELECT run_id, workflow, status, created_at, updated_at, tenant
+  FROM runs
+ WHERE (CAST(:status AS text) IS NULL OR status = :status)
+   AND (CAST(:tenant AS text) IS NULL OR tenant = :tenant)
+   AND (CAST(:q AS text) IS NULL OR run_id LIKE :q || '%' OR workflow = :q)
  ORDER BY created_at DESC, run_id DESC LIMIT :limit
+
+-- name: waiting_for
+-- Runs waiting for signal :signal (an approval: a person's inbox), longest waiting first, with the
+-- payload of the `waiting` event that parked them (for an approval: the tool, its arguments, its key).
+SELECT r.run_id, r.workflow, r.tenant, r.wait_since, r.wait_until, w.payload
+  FROM runs r
+  JOIN LATERAL (SELECT payload FROM events e
+                 WHERE e.run_id = r.run_id AND e.type = 'waiting' ORDER BY e.seq DESC LIMIT 1) w ON true
+ WHERE r.status = 'waiting' AND r.wait_signal = :signal
+   AND (CAST(:tenant AS text) IS NULL OR r.tenant = :tenant)
+ ORDER BY r.wait_since, r.run_id LIMIT :limit
+
+-- name: count_by_status
+SELECT status, count(*) AS n FROM runs GROUP BY status
 
 -- name: lock_run
 -- A signal's sender holds the run row while it stores the signal and maybe wakes the run, so a

@@ -18,20 +18,22 @@ from checkpoint.queries import EVENT_LOG, load
 Q = load(EVENT_LOG)
 
 FIRST_STEP = 2  # seq 1 is the `submitted` event holding the initial checkpoint
+DEFAULT_TENANT = "default"
 
 
 def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-def create(engine: Engine, workflow: str, input: dict[str, Any], state: dict[str, Any], *, submitted_by: str) -> str:
+def create(engine: Engine, workflow: str, input: dict[str, Any], state: dict[str, Any], *, submitted_by: str,
+           tenant: str = DEFAULT_TENANT) -> str:
     """Write the run, its `submitted` event (the first checkpoint) and the first step's dispatch."""
     with engine.begin() as conn:
-        return create_in(conn, workflow, input, state, submitted_by=submitted_by)
+        return create_in(conn, workflow, input, state, submitted_by=submitted_by, tenant=tenant)
 
 
 def create_in(conn: Connection, workflow: str, input: dict[str, Any], state: dict[str, Any], *, submitted_by: str,
-              extra: dict[str, Any] | None = None) -> str:
+              extra: dict[str, Any] | None = None, tenant: str = DEFAULT_TENANT) -> str:
     """:func:`create` inside the caller's transaction (a schedule's tick and its run commit together);
     ``extra`` joins the `submitted` event's payload."""
     run_id = new_run_id()
@@ -39,7 +41,7 @@ def create_in(conn: Connection, workflow: str, input: dict[str, Any], state: dic
         Q["create_run"],
         dict(
             run_id=run_id, workflow=workflow, input=dumps(input), state=dumps(state),
-            payload=dumps({"input": input, **(extra or {})}), worker=submitted_by, pid=os.getpid(),
+            payload=dumps({"input": input, **(extra or {})}), worker=submitted_by, pid=os.getpid(), tenant=tenant,
         ),
     )
     return run_id
@@ -77,9 +79,12 @@ def attempts(engine: Engine, run_id: str) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(Q["get_attempts"], dict(run_id=run_id))]
 
 
-def recent(engine: Engine, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def recent(engine: Engine, *, status: str | None = None, limit: int = 50, tenant: str | None = None,
+           q: str | None = None) -> list[dict[str, Any]]:
+    """Runs newest first: of one ``status``, one ``tenant``, whose id starts with ``q`` or whose workflow is ``q``."""
+    params = dict(status=status, limit=limit, tenant=tenant, q=q or None)
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(Q["list_runs"], dict(status=status, limit=limit))]
+        return [dict(r._mapping) for r in conn.execute(Q["list_runs"], params)]
 
 
 @dataclass(frozen=True)
@@ -108,3 +113,16 @@ def finalize_cancel(engine: Engine, run_id: str, *, worker: str, lease_seconds: 
             Q["finalize_cancel"], dict(run_id=run_id, worker=worker, pid=os.getpid(), lease_seconds=lease_seconds)
         ).one_or_none()
     return row is not None
+
+
+def waiting_for(engine: Engine, signal: str, *, tenant: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Runs waiting for ``signal`` (of ``tenant``, or every tenant), longest waiting first, each with
+    ``payload``: its `waiting` event's (an approval's tool, arguments and key)."""
+    with engine.connect() as conn:
+        rows = conn.execute(Q["waiting_for"], dict(signal=signal, tenant=tenant, limit=limit)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def count_by_status(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {r.status: r.n for r in conn.execute(Q["count_by_status"])}

@@ -56,8 +56,11 @@ runs = Table(
     Column("wait_until", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Who the run belongs to: the API shows a tenant's runs to that tenant's tokens only.
+    Column("tenant", Text, nullable=False, server_default="default"),
     CheckConstraint(f"status IN {RUN_STATUSES}", name="runs_status_valid"),
     Index("runs_created_at_idx", "created_at"),
+    Index("runs_tenant_created_idx", "tenant", "created_at"),
     Index("runs_leased_idx", "lease_owner", postgresql_where=text("lease_owner IS NOT NULL")),
     Index("runs_wait_due_idx", "wait_until", postgresql_where=text("status = 'waiting'")),
 )
@@ -209,4 +212,22 @@ turns = Table(
     PrimaryKeyConstraint("run_id", "turn", name="turns_pkey"),
     UniqueConstraint("run_id", "message_key", name="turns_message_key"),
     Index("turns_tsv_idx", "tsv", postgresql_using="gin"),
+)
+
+ROLES = ("viewer", "operator", "approver", "admin")
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    # A token is known by its name (recorded in the event log for what it does) and stored as its
+    # SHA-256 only: the token itself is shown once, when it is created.
+    Column("name", Text, primary_key=True),
+    Column("token_hash", Text, nullable=False),
+    Column("tenant", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("created_by", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True)),
+    CheckConstraint(f"role IN {ROLES}", name="api_tokens_role_valid"),
+    UniqueConstraint("token_hash", name="api_tokens_hash_key"),
 )

@@ -54,12 +54,12 @@ class Conversations:
         self.runtime = runtime
         self.cache = cache  # checkpoint.session_cache.SessionCache, or None without Redis
 
-    def open(self, agent: str, *, by: str, title: str | None = None) -> str:
-        """A new session with chat agent ``agent``; its id."""
+    def open(self, agent: str, *, by: str, title: str | None = None, tenant: str = runs.DEFAULT_TENANT) -> str:
+        """A new session of ``tenant`` with chat agent ``agent``; its id."""
         chat = self.runtime.registry.sessions()
         if agent not in chat:
             raise BadInput(f"{agent!r} is not a chat agent; chat agents: {', '.join(chat) or 'none'}")
-        return self.runtime.submit(agent, {"title": title} if title else {}, submitted_by=by)
+        return self.runtime.submit(agent, {"title": title} if title else {}, submitted_by=by, tenant=tenant)
 
     def check(self, session_id: str) -> dict[str, Any]:
         """The session's run row; RunNotFound, NotASession or SessionEnded otherwise."""

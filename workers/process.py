@@ -159,13 +159,14 @@ class ProcessRuntime:
 
     # -- submitting a run ---------------------------------------------------------------------------
 
-    def submit(self, workflow: str, raw: Any, *, submitted_by: str, precheck: bool = True, publish: bool = True) -> str:
-        """Validate ``raw`` for ``workflow`` (and run its precheck), write the run with its first
-        checkpoint and dispatch, and publish the first step. Raises WorkflowError naming the problem;
-        then nothing is written."""
+    def submit(self, workflow: str, raw: Any, *, submitted_by: str, precheck: bool = True, publish: bool = True,
+               tenant: str = runs.DEFAULT_TENANT) -> str:
+        """Validate ``raw`` for ``workflow`` (and run its precheck), write the run (of ``tenant``) with its
+        first checkpoint and dispatch, and publish the first step. Raises WorkflowError naming the
+        problem; then nothing is written."""
         wf, data = self.registry.validate(workflow, raw, engine=self.engine if precheck else None)
         state = wf.start(wf.input_model.model_validate(data))
-        run_id = runs.create(self.engine, wf.name, data, state, submitted_by=submitted_by)
+        run_id = runs.create(self.engine, wf.name, data, state, submitted_by=submitted_by, tenant=tenant)
         if publish:
             self.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name))
         return run_id

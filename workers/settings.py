@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     hot_ttl_seconds: int = Field(
         3600, gt=0, description="How long a run's reconstructed context stays cached in Redis (seconds)."
     )
+    api_max_body_bytes: int = Field(
+        1_048_576, gt=0, description="Largest request body `steplog api` takes (bytes); a larger one is answered 413."
+    )
+    flower_url: str | None = Field(
+        None, description="Flower's address, linked from the web console (e.g. http://127.0.0.1:5555)."
+    )
     session_ttl_seconds: int = Field(
         1800, gt=0,
         description="How long an idle session's recent turns and live stream stay in Redis (seconds); after "

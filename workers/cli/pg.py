@@ -125,4 +125,4 @@ def in_flight(conn: psycopg.Connection, run_id: str) -> dict[str, Any] | None:
 
 def recent(conn: psycopg.Connection, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """As :func:`checkpoint.runs.recent`."""
-    return _all(conn, "list_runs", status=status, limit=limit)
+    return _all(conn, "list_runs", status=status, limit=limit, tenant=None, q=None)

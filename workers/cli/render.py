@@ -43,7 +43,8 @@ def in_flight_json(f: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def run_json(run: dict[str, Any], events: list[dict[str, Any]], in_flight: dict[str, Any] | None) -> dict[str, Any]:
     return {
-        "run_id": run["run_id"], "workflow": run["workflow"], "status": run["status"], "input": run["input"],
+        "run_id": run["run_id"], "workflow": run["workflow"], "tenant": run.get("tenant", "default"),
+        "status": run["status"], "input": run["input"],
         "result": run["result"], "error": run["error"], "cancel_requested_by": run["cancel_requested_by"],
         "created_at": iso(run["created_at"]), "updated_at": iso(run["updated_at"]),
         "in_flight": in_flight_json(in_flight), "waiting": waiting_json(run), "events": [event_json(e) for e in events],

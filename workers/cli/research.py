@@ -21,10 +21,11 @@ def research(
     corpus: Annotated[str, typer.Option(help="Corpus to research.")] = "stdlib",
     approve: Annotated[bool, typer.Option("--approve", help="publish_report and notify wait for `steplog approve`.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print {\"run_id\": ...} (and the result with --wait).")] = False,
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant the run belongs to.")] = "default",
 ) -> None:
     """Submit a research job: a question in, a cited Markdown report out."""
     data = {"question": question, "max_steps": max_steps, "corpus": corpus, "notify_url": notify_url, "approve": approve}
-    run_id = ctx.celery.steplog.submit("research", data, submitted_by=operator())
+    run_id = ctx.celery.steplog.submit("research", data, submitted_by=operator(), tenant=tenant)
     if not wait:
         print_json({"run_id": run_id}) if as_json else out.print(run_id, markup=False, highlight=False)
         return

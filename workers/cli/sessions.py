@@ -19,10 +19,10 @@ DEFAULT_AGENT = "chat"
 TIMEOUT = 120.0
 
 
-def _session_for(talk: Any, session: str | None, new: bool, agent: str | None) -> str:
+def _session_for(talk: Any, session: str | None, new: bool, agent: str | None, tenant: str = "default") -> str:
     """The session to talk to: a new one of ``agent`` (``--new``), or ``session`` checked to exist."""
     if new:
-        sid = talk.open(agent or DEFAULT_AGENT, by=operator())
+        sid = talk.open(agent or DEFAULT_AGENT, by=operator(), tenant=tenant)
         err.print(Text(f"session {sid} ({agent or DEFAULT_AGENT})", style="dim"), highlight=False)
         return sid
     if session is None:
@@ -40,6 +40,7 @@ def say(
     message_id: Annotated[str | None, typer.Option("--message-id", help="Client message id: sending it again is harmless (one turn, one reply).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"session_id", "turn", "reply", "citations"}.')] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the reply.")] = TIMEOUT,
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant of a new session.")] = "default",
 ) -> None:
     """Send one message to a session, wait for its reply and print it."""
     if new and len(words) != 1:
@@ -50,7 +51,7 @@ def say(
     if not text.strip():
         fail("a message needs some text", 2)
     talk = ctx.celery.steplog.conversations
-    sid = _session_for(talk, session, new, agent)
+    sid = _session_for(talk, session, new, agent, tenant)
     turn = talk.reply(talk.send(sid, text, by=operator(), key=message_id), timeout=timeout)
     if as_json:
         print_json({"session_id": sid, "turn": turn.turn, "reply": turn.reply, "citations": turn.citations})
@@ -63,12 +64,13 @@ def chat(
     new: Annotated[bool, typer.Option("--new", help="Start a new session (the default without --session).")] = False,
     agent: Annotated[str | None, typer.Option("--agent", help=f"Chat agent of a new session (default {DEFAULT_AGENT}).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each reply.")] = TIMEOUT,
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant of a new session.")] = "default",
 ) -> None:
     """A conversation in the terminal: each line you type is a message; replies stream in as they come."""
     if session is not None and new:
         fail("give --session or --new, not both", 2)
     talk = ctx.celery.steplog.conversations
-    sid = _session_for(talk, session, session is None, agent)
+    sid = _session_for(talk, session, session is None, agent, tenant)
     err.print(Text("type a message and press Enter; Ctrl-D ends (the session stays, and waits)", style="dim"))
     while True:
         try:

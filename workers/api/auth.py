@@ -1,0 +1,52 @@
+"""Who a request acts as, and what it may see: a bearer token (or the console's cookie) resolves to a
+:class:`checkpoint.access.Principal`; a run of another tenant is answered 404, never 403, so even its
+existence does not leak."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Depends, HTTPException, Request
+
+from checkpoint import access, runs
+from checkpoint.errors import RunNotFound
+
+COOKIE = "steplog_token"
+
+
+def principal(request: Request) -> access.Principal:
+    """The request's principal; 401 without a valid token (unless the API runs ``--unauthenticated``)."""
+    api = request.app.state.api
+    if api.unauthenticated:
+        return access.Principal("local", None, "admin")
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else request.cookies.get(COOKIE, "")
+    found = access.resolve(api.engine, token) if token else None
+    if found is None:
+        raise HTTPException(401, "a valid token is needed: Authorization: Bearer TOKEN (steplog tokens create)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+def allowed(action: str) -> Any:
+    """A dependency: the principal, if its role may do ``action`` (403 otherwise)."""
+
+    def check(who: access.Principal = Depends(principal)) -> access.Principal:
+        if not who.may(action):
+            raise HTTPException(403, f"role {who.role!r} may not {action}")
+        return who
+
+    return check
+
+
+def visible_run(api: Any, run_id: str, who: access.Principal) -> dict[str, Any]:
+    """The run, if it exists and belongs to the principal's tenant; RunNotFound (404) otherwise."""
+    run = runs.get(api.engine, run_id)
+    if not who.sees(run["tenant"]):
+        raise RunNotFound(run_id)
+    return run
+
+
+def tenant_of(who: access.Principal) -> str:
+    """The tenant a principal's new runs belong to."""
+    return who.tenant or runs.DEFAULT_TENANT
