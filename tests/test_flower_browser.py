@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,23 +19,13 @@ import httpx
 import pytest
 
 from checkpoint import runs
+from tests.support.browser import headless
 from tests.support.harness import ROOT, wait_for
 from workers.local.procs import free_port
 
 pytestmark = pytest.mark.slow
 
 USER, PASSWORD = "operator", "s3cret,with:odd chars"
-
-
-def _chromium() -> tuple[str, str]:
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if browser and driver:
-        return browser, driver
-    missing = "chromium" if not browser else "chromedriver"
-    message = f"{missing} not found: apt-get install chromium chromium-driver"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the browser test; {message}")
-    pytest.skip(message)
 
 
 def _flower_argv() -> list[str]:
@@ -89,23 +78,7 @@ def flower(fleet, tmp_path) -> Iterator[Flower]:
 
 @pytest.fixture
 def browser(tmp_path) -> Iterator:
-    chromium, chromedriver = _chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--window-size=1280,900", f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(options=opts, service=Service(executable_path=chromedriver))
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    yield from headless(tmp_path / "chromium-profile")
 
 
 def test_flower_lists_steps_by_readable_name_behind_basic_auth(browser, fleet, flower, tmp_path):

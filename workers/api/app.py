@@ -59,6 +59,7 @@ def create_api(settings: Settings, *, unauthenticated: bool = False) -> FastAPI:
     app = FastAPI(title="steplog", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.api = state
     errors.install(app)
+    console.install(app)
     app.include_router(runs.router)
     app.include_router(sessions.router)
     app.include_router(console.router)

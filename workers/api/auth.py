@@ -20,12 +20,22 @@ def principal(request: Request) -> access.Principal:
     if api.unauthenticated:
         return access.Principal("local", None, "admin")
     header = request.headers.get("authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else request.cookies.get(COOKIE, "")
+    if header.lower().startswith("bearer "):
+        token = header[7:].strip()
+    else:  # the console's cookie: a write must come from the console's own pages
+        token = request.cookies.get(COOKIE, "")
+        origin = request.headers.get("origin")
+        if token and request.method not in ("GET", "HEAD") and origin and origin != _own_origin(request):
+            raise HTTPException(403, "a cross-site request may not use the console's sign-in")
     found = access.resolve(api.engine, token) if token else None
     if found is None:
         raise HTTPException(401, "a valid token is needed: Authorization: Bearer TOKEN (steplog tokens create)",
                             headers={"WWW-Authenticate": "Bearer"})
     return found
+
+
+def _own_origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
 
 
 def allowed(action: str) -> Any:

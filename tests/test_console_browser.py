@@ -1,0 +1,106 @@
+"""The web console through a real headless Chromium, against `steplog api` and real workers: sign in,
+submit a research run that asks for approval, watch its timeline move live through a worker that is
+SIGKILLed mid-run (the takeover marked), approve, read the report, hold a two-turn chat; the run and
+chat pages at laptop and phone width, saved as screenshots under .test-artifacts/."""
+
+from __future__ import annotations
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from tests.support.browser import headless
+from tests.support.harness import ROOT, Fleet, cli_json, wait_for
+from tests.test_api_fleet import Replica
+
+pytestmark = pytest.mark.slow
+
+SHOTS = ROOT / ".test-artifacts"
+
+
+@pytest.fixture
+def corpus_fleet(fast_env, corpus_database_url, tmp_path):
+    f = Fleet({**fast_env, "STEPLOG_DATABASE_URL": corpus_database_url}, tmp_path)
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    yield from headless(tmp_path / "chromium-profile")
+
+
+def _until(browser, predicate, what: str, timeout: float = 60):
+    return wait_for(lambda: predicate(browser), timeout=timeout, interval=0.2, what=what)
+
+
+def _rows(browser) -> int:
+    return len(browser.find_elements(By.CSS_SELECTOR, "#timeline tbody tr"))
+
+
+def test_sign_in_run_through_a_kill_approve_read_and_chat(corpus_fleet: Fleet, browser, tmp_path) -> None:
+    fleet = corpus_fleet
+    # The first worker dies mid-step: right after its first decision is recorded, before the commit.
+    doomed = fleet.start(env={**fleet.env, "STEPLOG_FAULT_AFTER_DECISION": "1"})
+    api = Replica(fleet.env, tmp_path)
+    try:
+        token = cli_json(fleet.env, "tokens", "create", "--tenant", "acme", "--role", "admin", "--name", "ada",
+                         "--json")["token"]
+        browser.get(f"{api.url}/ui/runs")
+        assert browser.current_url.endswith("/ui/signin")
+        browser.find_element(By.ID, "token").send_keys("stl_wrong")
+        browser.find_element(By.ID, "signin").click()
+        assert "unknown or revoked" in browser.find_element(By.ID, "error").text
+        browser.find_element(By.ID, "token").send_keys(token)
+        browser.find_element(By.ID, "signin").click()
+        assert browser.current_url.endswith("/ui/runs") and "ada · admin · acme" in browser.page_source
+
+        browser.find_element(By.CSS_SELECTOR, "details summary").click()
+        browser.find_element(By.ID, "question").send_keys("How do I read a CSV file?")
+        browser.find_element(By.ID, "submit").click()
+        _until(browser, lambda b: "/ui/runs/" in b.current_url, "the run page")
+        run_id = browser.current_url.rsplit("/", 1)[-1]
+        first = _rows(browser)
+
+        wait_for(lambda: not doomed.alive(), timeout=60, what="the doomed worker to die mid-step")
+        fleet.start()  # takes the step over once the dead worker's lease lapses
+        # No reload from here on: the page follows the run's event stream.
+        _until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#timeline tr.takeover"),
+               "the takeover marked on the live timeline")
+        marked = browser.find_element(By.CSS_SELECTOR, "#timeline tr.takeover").text
+        assert f"taken over after {doomed.node} (lost)" in marked, marked
+        assert _rows(browser) > first
+        _until(browser, lambda b: b.find_elements(By.ID, "approve-button"), "the approval form", timeout=120)
+        assert "publish_report waits for approval" in browser.find_element(By.ID, "approval").text
+        browser.set_window_size(1280, 1600)
+        SHOTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(SHOTS / "console-run-waiting.png"))
+        browser.find_element(By.ID, "approve-button").click()
+        _until(browser, lambda b: b.find_elements(By.ID, "report"), "the report", timeout=120)
+        assert "[csv" in browser.find_element(By.ID, "report").text
+        assert browser.find_element(By.ID, "status").text == "succeeded"
+        assert fleet.run(run_id)["status"] == "succeeded"
+        browser.save_screenshot(str(SHOTS / "console-run.png"))
+
+        # At a phone's width the page still fits: wide tables scroll inside their own box.
+        browser.set_window_size(390, 844)
+        browser.refresh()
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= 392
+        browser.set_window_size(1280, 900)
+
+        browser.get(f"{api.url}/ui/chat")
+        browser.find_element(By.ID, "new-chat").click()
+        _until(browser, lambda b: "/ui/chat/" in b.current_url, "the chat page")
+        for n, (text, cites) in enumerate([("How do I run a subprocess with a timeout?", "subprocess.run"),
+                                           ("and which exception tells me it expired?", "subprocess.TimeoutExpired")], 1):
+            browser.find_element(By.ID, "message").send_keys(text)
+            browser.find_element(By.ID, "send").click()
+            reply = _until(browser, lambda b: [r for r in b.find_elements(By.CSS_SELECTOR, ".reply")
+                                               if r.get_attribute("data-turn") == str(n)], f"reply {n}")[0]
+            assert f"[{cites}]" in reply.text
+        browser.refresh()  # the conversation is in Postgres, not in the page
+        assert len(browser.find_elements(By.CSS_SELECTOR, ".bubble.you")) == 2
+        browser.save_screenshot(str(SHOTS / "console-chat.png"))
+        for name in ("console-run.png", "console-chat.png"):
+            assert (SHOTS / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        api.stop()
