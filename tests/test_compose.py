@@ -20,7 +20,7 @@ from tests.support.harness import ROOT
 
 COMPOSE_FILE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
-LONG_RUNNING = {"postgres", "redis", "minio", "worker", "flower"}
+LONG_RUNNING = {"postgres", "redis", "minio", "worker", "flower", "api"}
 ONE_SHOT = {"minio-init", "migrate"}
 
 
@@ -92,6 +92,8 @@ def test_start_order_waits_for_health_and_one_shots(config):
     }
     assert conditions("flower")["migrate"] == "service_completed_successfully"
     assert conditions("flower")["redis"] == "service_healthy"
+    assert conditions("api") == {"postgres": "service_healthy", "redis": "service_healthy",
+                                 "migrate": "service_completed_successfully"}
 
 
 def test_services_get_their_settings_from_the_env_file(config):
@@ -110,6 +112,9 @@ def test_services_get_their_settings_from_the_env_file(config):
     assert flower["environment"]["STEPLOG_FLOWER_PASSWORD"] == "change-me-flower"
     assert [p["target"] for p in flower["ports"]] == [5555]
     assert services["redis"]["command"] == ["redis-server", "--appendonly", "yes"]
+    api = services["api"]
+    assert [p["target"] for p in api["ports"]] == [8000] and api["command"][:2] == ["steplog", "api"]
+    assert api["environment"]["STEPLOG_DATABASE_URL"] == worker_env["STEPLOG_DATABASE_URL"]
     assert any(v["target"] == "/var/lib/postgresql/data" and v["type"] == "volume" for v in services["postgres"]["volumes"])
     mc = " ".join(services["minio-init"]["command"])
     assert "mc alias set" in mc and "mc mb --ignore-existing" in mc
