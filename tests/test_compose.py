@@ -151,7 +151,7 @@ def _flower_mounted() -> bool:
 
 def test_every_steplog_command_exists_in_the_cli(config):
     commands = _steplog_commands(config)
-    assert commands.keys() == {"migrate", "worker", "flower"}
+    assert commands.keys() == {"migrate", "worker", "flower", "api"}
     assert commands["migrate"] == ["db", "upgrade"]
     for name, argv in commands.items():
         if argv[0] == "flower" and not _flower_mounted():
