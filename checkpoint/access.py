@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
+from checkpoint.db import autocommit
 from checkpoint.errors import BadInput, SteplogError
 from checkpoint.queries import load
 from checkpoint.tables import ROLES
@@ -102,7 +103,7 @@ def resolve(engine: Engine, token: str) -> Principal | None:
     """The principal of an unrevoked ``token``, or None."""
     if not isinstance(token, str) or not token.startswith(PREFIX) or len(token) > 200:
         return None
-    with engine.connect() as conn:
+    with autocommit(engine).connect() as conn:  # no transaction to open and roll back: one round trip
         row = conn.execute(Q["resolve_token"], dict(token_hash=digest(token))).one_or_none()
     return None if row is None else Principal(row.name, row.tenant, row.role)
 

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine
 
 from checkpoint.archive import archived_events, store_for_archive
 from checkpoint.artifacts import ArtifactStore
+from checkpoint.db import autocommit
 from checkpoint.errors import RunNotFound
 from checkpoint.jsonutil import dumps
 from checkpoint.queries import EVENT_LOG, load
@@ -126,3 +127,18 @@ def waiting_for(engine: Engine, signal: str, *, tenant: str | None = None, limit
 def count_by_status(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {r.status: r.n for r in conn.execute(Q["count_by_status"])}
+
+
+def view(engine: Engine, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+    """The run, its events and the step in flight, read on one autocommit connection (no transaction
+    to open or roll back): what `show` and the API's run page read, in the fewest round trips."""
+    with autocommit(engine).connect() as conn:
+        row = conn.execute(Q["get_run"], dict(run_id=run_id)).one_or_none()
+        if row is None:
+            raise RunNotFound(run_id)
+        rows = [dict(r._mapping) for r in conn.execute(Q["get_events"], dict(run_id=run_id, after=0))]
+        flight = conn.execute(Q["get_in_flight"], dict(run_id=run_id)).one_or_none()
+    run = dict(row._mapping)
+    if not rows and run.get("archive") is not None:
+        rows = archived_events(store_for_archive(run["archive"]), run["archive"], after=0)
+    return run, rows, None if flight is None else dict(flight._mapping)

@@ -67,6 +67,7 @@ class ProcessRuntime:
         self._consumer: Any = None
         self._consumer_thread: tuple[int, int] | None = None
         self._conversations: Conversations | None = None
+        self.pool_size = 5  # Postgres connections kept per process (the API, serving many threads, keeps more)
 
     # -- per-process state, rebuilt in a forked child ----------------------------------------------
 
@@ -74,7 +75,7 @@ class ProcessRuntime:
     def engine(self) -> Engine:
         self._check_pid()
         if self._engine is None:
-            self._engine = make_engine(self.settings.database_url)
+            self._engine = make_engine(self.settings.database_url, pool_size=self.pool_size)
         return self._engine
 
     def _check_pid(self) -> None:

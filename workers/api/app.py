@@ -23,6 +23,8 @@ from workers.settings import Settings
 
 log = logging.getLogger("steplog.api")
 
+API_POOL = 16
+
 
 @dataclass
 class Api:
@@ -47,6 +49,7 @@ def create_api(settings: Settings, *, unauthenticated: bool = False) -> FastAPI:
     from workers.app import create_app
 
     celery = create_app(settings)
+    celery.steplog.pool_size = API_POOL  # requests run on the server's threads, up to 40 at once
     hub = Hub(settings.redis_url or None)
     state = Api(settings, celery, unauthenticated, hub, Metrics(celery.steplog.engine))
 

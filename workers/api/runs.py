@@ -8,10 +8,11 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from checkpoint import access, runs
+from checkpoint.errors import RunNotFound
 from checkpoint.statuses import RUN_STATUSES, TERMINAL_STATUSES
 from tasks.approvals import SIGNAL as APPROVAL
 from workers.api.auth import allowed, tenant_of, visible_run
@@ -80,14 +81,16 @@ def list_runs(
 
 
 def show(api: Any, run_id: str, who: access.Principal) -> dict[str, Any]:
-    """What `steplog show --json` prints."""
-    run = visible_run(api, run_id, who)
-    return run_json(run, runs.events(api.engine, run_id), runs.in_flight(api.engine, run_id))
+    """What `steplog show --json` prints (another tenant's run: RunNotFound)."""
+    run, events_, flight = runs.view(api.engine, run_id)
+    if not who.sees(run["tenant"]):
+        raise RunNotFound(run_id)
+    return run_json(run, events_, flight)
 
 
 @router.get("/runs/{run_id}")
-def get_run(run_id: str, request: Request, who: access.Principal = Depends(allowed("read"))) -> dict[str, Any]:
-    return show(_api(request), run_id, who)
+def get_run(run_id: str, request: Request, who: access.Principal = Depends(allowed("read"))) -> Response:
+    return Response(json.dumps(show(_api(request), run_id, who), default=str), media_type="application/json")
 
 
 @router.post("/runs/{run_id}/cancel")
