@@ -219,3 +219,28 @@ def test_live_events_resume_with_last_event_id_losing_and_repeating_nothing(sess
     engine.dispose()
     assert seqs == list(stored)  # every event once, in order, across the reconnect
     assert all(json.loads(e["data"])["seq"] == int(e["id"]) for e in first + rest[:-1])
+
+
+def test_tokens_cli_shows_a_token_once_and_revokes_it(steplog_env) -> None:
+    from tests.support.harness import cli, cli_json
+
+    made = cli_json(steplog_env, "tokens", "create", "--tenant", "acme", "--role", "approver", "--name", "ann", "--json")
+    assert made["name"] == "ann" and made["role"] == "approver" and made["token"].startswith("stl_")
+    listed = cli_json(steplog_env, "tokens", "list", "--json")
+    assert [(t["name"], t["tenant"], t["role"], t["revoked_at"]) for t in listed] == [("ann", "acme", "approver", None)]
+    assert made["token"] not in json.dumps(listed)
+    engine = create_engine(steplog_env["STEPLOG_DATABASE_URL"])
+    with engine.connect() as conn:  # only the hash is stored
+        stored = conn.execute(text("SELECT token_hash FROM api_tokens")).scalar_one()
+    engine.dispose()
+    assert stored == access.digest(made["token"]) and made["token"] not in stored
+    for args, code, says in [
+        (("tokens", "create", "--tenant", "acme", "--role", "root"), 2, "role must be one of viewer, operator, approver, admin"),
+        (("tokens", "create", "--tenant", "a b", "--role", "viewer"), 2, "a token's tenant is 1 to 64"),
+        (("tokens", "create", "--tenant", "acme", "--role", "viewer", "--name", "ann"), 1, "a token named 'ann' exists already"),
+        (("tokens", "revoke", "nobody"), 1, "no live token named 'nobody'"),
+    ]:
+        res = cli(steplog_env, *args)
+        assert res.returncode == code and says in res.stderr and res.stdout == "", (args, res.stderr)
+    assert cli(steplog_env, "tokens", "revoke", "ann").returncode == 0
+    assert cli_json(steplog_env, "tokens", "list", "--json")[0]["revoked_at"] is not None
