@@ -37,8 +37,9 @@ def _rows(browser) -> int:
     return len(browser.find_elements(By.CSS_SELECTOR, "#timeline tbody tr"))
 
 
-def test_sign_in_run_through_a_kill_approve_read_and_chat(corpus_fleet: Fleet, browser, tmp_path) -> None:
+def test_sign_in_run_through_a_kill_approve_read_and_chat(corpus_fleet: Fleet, browser, tmp_path, server) -> None:
     fleet = corpus_fleet
+    fleet.env["STEPLOG_NET_ALLOW"] = server.allow  # the notify webhook is this test's own server
     # The first worker dies mid-step: right after its first decision is recorded, before the commit.
     doomed = fleet.start(env={**fleet.env, "STEPLOG_FAULT_AFTER_DECISION": "1"})
     api = Replica(fleet.env, tmp_path)
@@ -56,6 +57,7 @@ def test_sign_in_run_through_a_kill_approve_read_and_chat(corpus_fleet: Fleet, b
 
         browser.find_element(By.CSS_SELECTOR, "details summary").click()
         browser.find_element(By.ID, "question").send_keys("How do I read a CSV file?")
+        browser.find_element(By.ID, "notify_url").send_keys(f"{server.base}/hook")
         browser.find_element(By.ID, "submit").click()
         _until(browser, lambda b: "/ui/runs/" in b.current_url, "the run page")
         run_id = browser.current_url.rsplit("/", 1)[-1]
@@ -75,7 +77,17 @@ def test_sign_in_run_through_a_kill_approve_read_and_chat(corpus_fleet: Fleet, b
         SHOTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(SHOTS / "console-run-waiting.png"))
         browser.find_element(By.ID, "approve-button").click()
+        # Then the notify waits for its own approval: approved from the inbox, it is sent once.
+        _until(browser, lambda b: "notify waits for approval" in b.find_element(By.ID, "run-state").text,
+               "the notify's approval")
+        browser.get(f"{api.url}/ui/approvals")
+        card = browser.find_element(By.CSS_SELECTOR, f".approval[data-run='{run_id}']")
+        assert "notify" in card.text and f"{server.base}/hook" in card.text
+        card.find_element(By.CSS_SELECTOR, "form[action$='/approve'] button").click()
+        assert browser.current_url.endswith("/ui/approvals")
+        browser.get(f"{api.url}/ui/runs/{run_id}")
         _until(browser, lambda b: b.find_elements(By.ID, "report"), "the report", timeout=120)
+        assert server.hits["/hook"] == 1 and len(server.applied) == 1
         assert "[csv" in browser.find_element(By.ID, "report").text
         assert browser.find_element(By.ID, "status").text == "succeeded"
         assert fleet.run(run_id)["status"] == "succeeded"
