@@ -12,6 +12,9 @@ import asyncio
 import contextlib
 import logging
 
+from typing import Any
+
+import anyio
 import redis.asyncio as aioredis
 
 from checkpoint import redis_keys
@@ -41,6 +44,18 @@ class Hub:
         self._cursors: dict[str, str] = {}
         self._task: asyncio.Task | None = None
         self._changed = asyncio.Event()
+        self._reads: dict[tuple, asyncio.Future] = {}
+
+    async def read(self, run_id: str, after: int, fetch: Any) -> Any:
+        """``fetch(after)`` in a thread, shared by the run's followers that ask for the same events at the
+        same point of its progress stream: ten followers of a run cost one Postgres read per step."""
+        key = (run_id, after, self._cursors.get(run_id))
+        shared = self._reads.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(anyio.to_thread.run_sync(fetch, after))
+            self._reads[key] = shared
+            shared.add_done_callback(lambda _: self._reads.pop(key, None))
+        return await asyncio.shield(shared)
 
     @contextlib.asynccontextmanager
     async def follow(self, run_id: str):

@@ -166,7 +166,7 @@ async def _stream(api: Any, run_id: str, seen: int, request: Request):
         async with api.hub.follow(run_id) as follower:
             quiet = 0.0
             while True:
-                run, new = await anyio.to_thread.run_sync(_read, api, run_id, seen)
+                run, new = await api.hub.read(run_id, seen, lambda after: _read(api, run_id, after))
                 for e in new:
                     seen = e["seq"]
                     doc = {**event_json(e), "run_id": run_id}
