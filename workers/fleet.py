@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import Engine, text
@@ -22,14 +23,16 @@ ROOT = Path(__file__).resolve().parent.parent
 class WorkerProc:
     """One `steplog worker` subprocess, logging to a file."""
 
-    def __init__(self, env: dict[str, str], name: str, log_dir: Path, *extra: str, host: str = "local") -> None:
+    def __init__(self, env: dict[str, str], name: str, log_dir: Path, *extra: str, host: str = "local",
+                 prefix: Sequence[str] = ()) -> None:
+        """``prefix``: an argv to run the worker under (e.g. ``ip netns exec NS`` for another test host)."""
         self.name = name
         self.node = f"{name}@{host}"
         self.log_path = Path(log_dir) / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers", "worker", f"--hostname={self.node}", *extra],
+            [*prefix, sys.executable, "-m", "workers", "worker", f"--hostname={self.node}", *extra],
             env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
