@@ -67,6 +67,7 @@ class ProcessRuntime:
         self._consumer: Any = None
         self._consumer_thread: tuple[int, int] | None = None
         self._conversations: Conversations | None = None
+        self._dead_letter_client: Any = None
 
     # -- per-process state, rebuilt in a forked child ----------------------------------------------
 
@@ -123,6 +124,17 @@ class ProcessRuntime:
                 chores=[lambda: schedules.fire_due(self.engine, worker=self.worker().name)],
             )
             self._sweeper.start()
+
+    def dead_letter_client(self) -> Any:
+        """The Redis that keeps unreadable messages (:mod:`workers.dead_letters`), or None without one."""
+        if self._dead_letter_client is None:
+            url = wiring.dead_letter_url(self.settings)
+            if url is None:
+                return None
+            import redis
+
+            self._dead_letter_client = redis.Redis.from_url(url, socket_timeout=5)
+        return self._dead_letter_client
 
     def stop(self) -> None:
         for thread in (self._sweeper, self._heartbeat):

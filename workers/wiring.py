@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from tasks.services import StepServices
 
 
+def dead_letter_url(s: Settings) -> str | None:
+    """Where unreadable messages are kept: the broker's Redis (beside the queue, where the transport
+    itself puts them), else the hot tier's Redis, else nowhere (the worker log alone)."""
+    return s.broker_url if s.broker_is_redis else s.redis_url
+
+
 def step_policy(s: Settings) -> StepPolicy:
     return StepPolicy(
         lease_seconds=s.lease_seconds,

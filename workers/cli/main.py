@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from workers.cli import chaos, db, demo, flower, gc, research, runs, sessions, waits, watch, worker
+from workers.cli import chaos, db, dead_letters, demo, flower, gc, research, runs, sessions, waits, watch, worker
 from workers.cli.common import print_error
 from workers.cli.errors import explain
 
@@ -79,6 +79,7 @@ app.add_typer(waits.schedule_app, name="schedule")
 app.command()(sessions.say)
 app.command()(sessions.chat)
 app.command()(sessions.sessions)
+app.command("dead-letters")(dead_letters.dead_letters)
 
 
 def main() -> None:
