@@ -53,6 +53,12 @@ def session_reply(run_id: str, message_key: str) -> str:
     return f"{PREFIX}reply:{_part('run_id', run_id)}:{digest}"
 
 
+def broker_epoch(queue: str) -> str:
+    """The sentinel beside ``queue`` on the broker's Redis, holding when its data began: gone or changed,
+    the queue was lost (checkpoint/broker_epoch.py): ``steplog:broker-epoch:{queue}``."""
+    return f"{PREFIX}broker-epoch:{queue}"
+
+
 def dead_letters(queue: str) -> str:
     """Messages on ``queue`` that no worker could read, newest first, capped: ``steplog:dead-letters:{queue}``."""
     return f"{PREFIX}dead-letters:{queue}"

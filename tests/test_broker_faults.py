@@ -14,6 +14,7 @@ import uuid
 import pytest
 import redis
 from kombu import Connection, Exchange, Producer
+from sqlalchemy import text
 
 from checkpoint import redis_keys
 from tests.support.harness import assert_contiguous, cli_json, wait_for
@@ -101,3 +102,37 @@ def test_junk_on_the_rabbitmq_queue_is_dead_lettered_and_the_same_worker_keeps_s
         amqp.close()
         with Connection(AMQP_URL) as conn:
             conn.default_channel.queue_delete(queue)
+
+
+def test_a_wiped_broker_is_noticed_and_every_queued_run_goes_on_in_seconds(fleet):
+    # The backstop (re-send after STEPLOG_REDISPATCH_SECONDS) is pushed to 120 s and kombu's own
+    # redelivery to an hour: a run that goes on within 30 s of the wipe can only owe it to the epoch.
+    env = {**fleet.env, "STEPLOG_REDISPATCH_SECONDS": "120", "STEPLOG_VISIBILITY_TIMEOUT": "3600"}
+    workers = [fleet.start(env=env), fleet.start(env=env)]
+    run_ids = [fleet.submit("countdown", {"steps": 6, "sleep": 0.3}) for _ in range(8)]
+    broker = redis.Redis.from_url(env["STEPLOG_BROKER_URL"])
+    wait_for(lambda: broker.exists(redis_keys.broker_epoch("steplog")), what="the workers to start an epoch")
+    wait_for(lambda: sum(len(fleet.events(r)) for r in run_ids) >= 16, what="runs to progress")
+    with fleet.engine.connect() as conn:
+        wiped_at = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+    pipe = broker.pipeline(transaction=True)
+    for priority in range(10):  # kombu keeps one list per priority: steplog, steplog\x06\x163, ...
+        pipe.llen("steplog" + (f"\x06\x16{priority}" if priority else ""))
+    pipe.flushdb()
+    queued = sum(pipe.execute()[:-1])
+    assert queued > 0  # the wipe took queued steps with it
+    runs = {r: fleet.wait_finished(r, timeout=90) for r in run_ids}
+    delays = []
+    for run_id, run in runs.items():
+        assert run["status"] == "succeeded" and run["result"] == {"steps_run": 6}
+        events = fleet.events(run_id)
+        assert_contiguous(events)
+        assert len(events) == 7
+        after = [e for e in events if e["created_at"] > wiped_at]
+        if after:
+            delays.append((after[0]["created_at"] - wiped_at).total_seconds())
+    print("seconds from the wipe to each run's next event:", sorted(round(d, 2) for d in delays))
+    assert len(delays) >= 4
+    assert max(delays) < 30, delays
+    assert any("the broker lost its queue" in w.log() for w in workers)
+    assert all(w.alive() for w in workers)

@@ -122,6 +122,7 @@ class ProcessRuntime:
                 interval=self.settings.sweep_seconds, lease_seconds=self.settings.lease_seconds,
                 redispatch_seconds=self.settings.redispatch_seconds,
                 chores=[lambda: schedules.fire_due(self.engine, worker=self.worker().name)],
+                epoch=wiring.broker_epoch(self.settings, self.engine),
             )
             self._sweeper.start()
 

@@ -18,9 +18,21 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from checkpoint.artifacts import ArtifactStore
+    from checkpoint.broker_epoch import BrokerEpoch
     from checkpoint.hotcache import HotCache
     from checkpoint.session_cache import SessionCache
     from tasks.services import StepServices
+
+
+def broker_epoch(s: Settings, engine: Engine) -> BrokerEpoch | None:
+    """The sweeper's watch on the broker's data (a Redis broker's; RabbitMQ keeps its queues on disk)."""
+    if not s.broker_is_redis or not s.broker_url:
+        return None
+    import redis
+
+    from checkpoint.broker_epoch import BrokerEpoch
+
+    return BrokerEpoch(redis.Redis.from_url(s.broker_url, socket_timeout=2, socket_connect_timeout=2), s.queue, engine)
 
 
 def dead_letter_url(s: Settings) -> str | None:
