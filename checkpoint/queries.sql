@@ -231,6 +231,25 @@ UPDATE outbox o SET dispatched_at = now(), owner = :owner
  WHERE o.run_id = due.run_id AND o.seq = due.seq AND r.run_id = o.run_id
 RETURNING o.run_id, o.seq, r.workflow
 
+-- name: resend_dispatched_before
+-- The broker lost its data (checkpoint/broker_epoch.py): every dispatch published before the new
+-- epoch began and still unclaimed went with it. Each is taken once (dispatched_at moves past the
+-- epoch's start, so the other sweepers that notice the same loss find nothing), for the owner to
+-- publish again.
+WITH lost AS (
+  SELECT o.run_id, o.seq FROM outbox o
+   WHERE o.dispatched_at < :since
+   ORDER BY o.available_at
+   FOR UPDATE SKIP LOCKED
+)
+UPDATE outbox o SET dispatched_at = now(), owner = :owner
+  FROM lost, runs r
+ WHERE o.run_id = lost.run_id AND o.seq = lost.seq AND r.run_id = o.run_id
+RETURNING o.run_id, o.seq, r.workflow
+
+-- name: clock
+SELECT clock_timestamp() AS now
+
 -- name: get_run
 SELECT run_id, workflow, status, input, result, error, next_seq, attempt, lease_owner,
        lease_started_at, lease_expires_at, cancel_requested_by, archive, created_at, updated_at,

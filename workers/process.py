@@ -68,6 +68,7 @@ class ProcessRuntime:
         self._consumer_thread: tuple[int, int] | None = None
         self._conversations: Conversations | None = None
         self.pool_size = 5  # Postgres connections kept per process (the API, serving many threads, keeps more)
+        self._dead_letter_client: Any = None
 
     # -- per-process state, rebuilt in a forked child ----------------------------------------------
 
@@ -122,8 +123,20 @@ class ProcessRuntime:
                 interval=self.settings.sweep_seconds, lease_seconds=self.settings.lease_seconds,
                 redispatch_seconds=self.settings.redispatch_seconds,
                 chores=[lambda: schedules.fire_due(self.engine, worker=self.worker().name)],
+                epoch=wiring.broker_epoch(self.settings, self.engine),
             )
             self._sweeper.start()
+
+    def dead_letter_client(self) -> Any:
+        """The Redis that keeps unreadable messages (:mod:`workers.dead_letters`), or None without one."""
+        if self._dead_letter_client is None:
+            url = wiring.dead_letter_url(self.settings)
+            if url is None:
+                return None
+            import redis
+
+            self._dead_letter_client = redis.Redis.from_url(url, socket_timeout=5)
+        return self._dead_letter_client
 
     def stop(self) -> None:
         for thread in (self._sweeper, self._heartbeat):

@@ -1,4 +1,5 @@
-"""kombu's Redis transport, with one Redis client per channel instead of one per command.
+"""kombu's Redis transport, with one Redis client per channel instead of one per command, and a
+consumer that survives any bytes on its queue.
 
 Stock kombu builds a new ``redis.Redis`` object for every publish, event, unacked-index write and
 ack (``Channel.conn_or_acquire``). With redis-py 8 each construction fills a 169-entry response
@@ -8,12 +9,48 @@ step's worker time. The client object holds no connection of its own (commands b
 the channel's pool), so one per channel and pool is safe across threads; a new pool (after a
 reconnect) gets a new client.
 
+Stock kombu also decodes a popped message inside its BRPOP reader: a list entry that is not a kombu
+message (``LPUSH steplog '{oops'``) raises there and kills the worker that popped it. Here such an
+entry is moved to the queue's dead letters (:mod:`workers.dead_letters`) and the worker goes on.
+
 Used for ``redis://`` brokers through Celery's ``broker_transport`` setting (workers/celeryconfig.py).
 """
 
 from __future__ import annotations
 
+from queue import Empty
+from typing import Any
+
 from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+
+from workers import dead_letters
+
+
+def _unreadable(channel: kombu_redis.Channel, payload: Any) -> str | None:
+    """Why ``payload`` (a decoded list entry) is not a message kombu can deliver, or None if it is."""
+    if not isinstance(payload, dict):
+        return f"not a kombu message: a JSON {type(payload).__name__}"
+    props = payload.get("properties")
+    if not isinstance(props, dict) or "delivery_tag" not in props:
+        return "not a kombu message: no properties with a delivery_tag"
+    info = props.get("delivery_info")
+    if not isinstance(info, dict) or "exchange" not in info or "routing_key" not in info:
+        return "not a kombu message: no delivery_info with exchange and routing_key"
+    headers = payload.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        return "headers are not a JSON object"
+    body = payload.get("body")
+    if body is not None and not isinstance(body, str):
+        return "body is not a string"
+    encoding = props.get("body_encoding")
+    if body and encoding:
+        try:
+            channel.decode_body(body, encoding)
+        except Exception as exc:  # an unknown encoding, bad base64: whatever the codec raises
+            return f"body does not decode as {encoding!r}: {exc}"
+    return None
 
 
 class Channel(kombu_redis.Channel):
@@ -26,6 +63,54 @@ class Channel(kombu_redis.Channel):
         if client is None or client.connection_pool is not self.pool:
             client = self._sync_client = super()._create_client()
         return client
+
+    def _decode(self, item: bytes, queue: str) -> dict | None:
+        """A popped list entry as a kombu message, or None after moving it to the dead letters."""
+        try:
+            payload = loads(bytes_to_str(item))
+        except Exception as exc:  # not UTF-8, not JSON, a JSON object kombu's decoder refuses
+            reason = f"not JSON: {exc}"
+        else:
+            reason = _unreadable(self, payload)
+            if reason is None:
+                return payload
+        with self.conn_or_acquire() as client:
+            dead_letters.record(client, queue, item, reason)
+        return None
+
+    def _brpop_read(self, **options):
+        # kombu 5.7's reader, with the entry decoded by _decode instead of a bare loads().
+        try:
+            try:
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()  # the next iteration reconnects
+                raise
+            if not dest__item:
+                raise Empty()
+            dest, item = dest__item
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            payload = self._decode(item, dest)
+            if payload is not None:
+                self.connection._deliver(payload, dest)
+            return True
+        finally:
+            self._in_poll = None
+            flush = getattr(self, "_flush_brpop_reauth", None)
+            if flush is not None:
+                flush()
+
+    def _get(self, queue):
+        with self.conn_or_acquire() as client:
+            for pri in self.priority_steps:
+                while (item := client.rpop(self._q_for_pri(queue, pri))) is not None:
+                    payload = self._decode(item, queue)
+                    if payload is not None:
+                        self._maybe_update_queues_expire(client, queue)
+                        return payload
+            self._maybe_update_queues_expire(client, queue)
+            raise Empty()
 
 
 class Transport(kombu_redis.Transport):

@@ -61,7 +61,8 @@ class Settings(BaseSettings):
         0.25, gt=0, description="How often every worker sweeps for lost steps and unsent or lost dispatches."
     )
     redispatch_seconds: float = Field(
-        30.0, gt=0, description="A dispatched step no worker claimed within this long is published again."
+        30.0, gt=0, description="A dispatched step no worker claimed within this long is published again: the backstop for "
+        "a lost message (a lost Redis queue is noticed within a sweep, see the README).",
     )
     max_attempts: int = Field(5, ge=1, description="Attempts at one step before its run ends failed.")
     retry_backoff_seconds: float = Field(

@@ -18,9 +18,27 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from checkpoint.artifacts import ArtifactStore
+    from checkpoint.broker_epoch import BrokerEpoch
     from checkpoint.hotcache import HotCache
     from checkpoint.session_cache import SessionCache
     from tasks.services import StepServices
+
+
+def broker_epoch(s: Settings, engine: Engine) -> BrokerEpoch | None:
+    """The sweeper's watch on the broker's data (a Redis broker's; RabbitMQ keeps its queues on disk)."""
+    if not s.broker_is_redis or not s.broker_url:
+        return None
+    import redis
+
+    from checkpoint.broker_epoch import BrokerEpoch
+
+    return BrokerEpoch(redis.Redis.from_url(s.broker_url, socket_timeout=2, socket_connect_timeout=2), s.queue, engine)
+
+
+def dead_letter_url(s: Settings) -> str | None:
+    """Where unreadable messages are kept: the broker's Redis (beside the queue, where the transport
+    itself puts them), else the hot tier's Redis, else nowhere (the worker log alone)."""
+    return s.broker_url if s.broker_is_redis else s.redis_url
 
 
 def step_policy(s: Settings) -> StepPolicy:

