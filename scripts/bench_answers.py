@@ -6,14 +6,15 @@ report), and reads the report's lead source: the module it says "answers this be
 its first citation). Prints a table per set and its score: "tuned" are the ten questions of
 tests/support/stdlib_questions.py (the ranking was tuned on them), "heldout" the twenty of
 tests/support/heldout_questions.py (never tuned on), "heldout_b" the second held-out twenty of that
-file (HELDOUT_B, written before the lead-source ranking change, never tuned on either), "dev" the
+file (HELDOUT_B, written before the lead-source ranking change, never tuned on either), "heldout_c"
+the third (HELDOUT_C, written before the corpus enrichment round, never tuned on), "dev" the
 questions below that further tuning may use instead of the held-out sets.
 
 The stdlib corpus is built in a scratch database, dropped afterwards; with ``--keep NAME`` the
 database ``NAME`` is kept and reused by the next run (built only if it has no corpus yet), so
 repeated measurements skip the build (``--rebuild`` forces it).
 
-Usage: python scripts/bench_answers.py [--set tuned|dev|heldout|heldout_b|all] [--keep NAME] [--rebuild] [--json]
+Usage: python scripts/bench_answers.py [--set tuned|dev|heldout|heldout_b|heldout_c|all] [--keep NAME] [--rebuild] [--json]
 
 It also times the corpus searches themselves: `tools.corpus.search` over every sub-query of the
 questions scored (p50 and p99).
@@ -39,7 +40,7 @@ from sqlalchemy.engine import make_url
 from tasks.reasoning.base import FinalReport, Observation, ResearchContext, ToolCall
 from tasks.reasoning.offline import SEARCH_LIMIT, OfflineReasoner
 from tasks.reasoning.subqueries import subqueries
-from tests.support.heldout_questions import HELDOUT, HELDOUT_B, is_right
+from tests.support.heldout_questions import HELDOUT, HELDOUT_B, HELDOUT_C, is_right
 from tests.support.stdlib_questions import QUESTIONS
 from tools.corpus import build_stdlib, corpus_exists, search
 from tools.registry import builtin_registry
@@ -96,6 +97,7 @@ SETS = {
     "dev": DEV,
     "heldout": list(HELDOUT),
     "heldout_b": list(HELDOUT_B),
+    "heldout_c": list(HELDOUT_C),
 }
 
 
