@@ -6,14 +6,15 @@ report), and reads the report's lead source: the module it says "answers this be
 its first citation). Prints a table per set and its score: "tuned" are the ten questions of
 tests/support/stdlib_questions.py (the ranking was tuned on them), "heldout" the twenty of
 tests/support/heldout_questions.py (never tuned on), "heldout_b" the second held-out twenty of that
-file (HELDOUT_B, written before the lead-source ranking change, never tuned on either), "dev" the
+file (HELDOUT_B, written before the lead-source ranking change, never tuned on either), "heldout_c"
+the third (HELDOUT_C, written before the corpus enrichment round, never tuned on), "dev" the
 questions below that further tuning may use instead of the held-out sets.
 
 The stdlib corpus is built in a scratch database, dropped afterwards; with ``--keep NAME`` the
 database ``NAME`` is kept and reused by the next run (built only if it has no corpus yet), so
 repeated measurements skip the build (``--rebuild`` forces it).
 
-Usage: python scripts/bench_answers.py [--set tuned|dev|heldout|heldout_b|all] [--keep NAME] [--rebuild] [--json]
+Usage: python scripts/bench_answers.py [--set tuned|dev|heldout|heldout_b|heldout_c|all] [--keep NAME] [--rebuild] [--json]
 
 It also times the corpus searches themselves: `tools.corpus.search` over every sub-query of the
 questions scored (p50 and p99).
@@ -39,7 +40,7 @@ from sqlalchemy.engine import make_url
 from tasks.reasoning.base import FinalReport, Observation, ResearchContext, ToolCall
 from tasks.reasoning.offline import SEARCH_LIMIT, OfflineReasoner
 from tasks.reasoning.subqueries import subqueries
-from tests.support.heldout_questions import HELDOUT, HELDOUT_B, is_right
+from tests.support.heldout_questions import HELDOUT, HELDOUT_B, HELDOUT_C, is_right
 from tests.support.stdlib_questions import QUESTIONS
 from tools.corpus import build_stdlib, corpus_exists, search
 from tools.registry import builtin_registry
@@ -89,6 +90,40 @@ DEV = [
     ("How do I flatten a list of lists?", ("itertools",)),
     ("How do I group items that have the same key?", ("itertools", "collections")),
     ("How do I schedule a function to run later?", ("sched", "threading", "asyncio")),
+    # Added in the corpus enrichment round (after HELDOUT_C was written): more modules and phrasings to
+    # tune on, none a rewording of a held-out question.
+    ("How do I get the size of a file?", ("os", "os.path", "pathlib")),
+    ("How do I delete a directory and everything in it?", ("shutil",)),
+    ("How do I rename a file?", ("os", "pathlib", "shutil")),
+    ("How do I create a directory including its parent directories?", ("os", "pathlib")),
+    ("How do I get the absolute path of a file?", ("os.path", "pathlib")),
+    ("How do I generate a random integer in a range?", ("random",)),
+    ("How do I shuffle a list?", ("random",)),
+    ("How do I parse a JSON string?", ("json",)),
+    ("How do I send a POST request?", ("urllib.request", "http.client")),
+    ("How do I download a web page?", ("urllib.request", "http.client")),
+    ("How do I use a default value for missing dictionary keys?", ("collections",)),
+    ("How do I make a priority queue?", ("heapq", "queue")),
+    ("How do I convert a Unix timestamp to a date?", ("datetime", "time")),
+    ("How do I format a date as a string?", ("datetime", "time")),
+    ("How do I run an external program?", ("subprocess", "os")),
+    ("How do I parse a TOML file?", ("tomllib",)),
+    ("How do I add type hints to a function?", ("typing",)),
+    ("How do I connect to a TCP server?", ("socket",)),
+    ("How do I read mail from an IMAP server?", ("imaplib",)),
+    ("How do I get the arguments passed to my script?", ("sys", "argparse")),
+    ("How do I exit my program with an error code?", ("sys",)),
+    ("How do I rotate log files?", ("logging",)),
+    ("How do I create a pool of worker threads?", ("concurrent.futures", "multiprocessing")),
+    ("How do I parse HTML?", ("html.parser", "html")),
+    ("How do I compare the files in two directories?", ("filecmp",)),
+    ("How do I substitute variables into a string template?", ("string",)),
+    ("How do I find the closest match to a word in a list of words?", ("difflib",)),
+    ("How do I lock a file?", ("fcntl",)),
+    ("How do I get the name of the current user?", ("getpass", "os", "pwd")),
+    ("How do I compute a running total of a list?", ("itertools",)),
+    ("How do I run a coroutine from synchronous code?", ("asyncio",)),
+    ("How do I read a file in a zip archive without extracting it?", ("zipfile",)),
 ]
 
 SETS = {
@@ -96,6 +131,7 @@ SETS = {
     "dev": DEV,
     "heldout": list(HELDOUT),
     "heldout_b": list(HELDOUT_B),
+    "heldout_c": list(HELDOUT_C),
 }
 
 

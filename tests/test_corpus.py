@@ -24,7 +24,7 @@ from tools.corpus import (
     query_terms,
     search,
 )
-from tools.corpus.build import harvest, stdlib_modules
+from tools.corpus.build import SYNOPSIS_BELOW, documents, harvest, member_summary, stdlib_modules
 from tools.corpus.files import html_text, markdown_title
 from tests.support.stdlib_questions import QUESTIONS
 from tools.corpus.text import identifier_words, query_groups, split_passages, split_sentences
@@ -248,6 +248,43 @@ def test_a_crashing_or_hanging_module_costs_only_itself(tmp_path):
     assert "broken at import" in failed["raises"] and "no result after 2 s" in failed["hangs"]
     ids = {r["doc_id"] for r in records}
     assert {"json", "json.dumps", "csv", "csv.DictReader", "chatty", "chatty.hello"} <= ids
+
+
+def test_a_module_without_a_docstring_is_described_by_its_members(stdlib_db):
+    engine, _ = stdlib_db
+    # pathlib has no module docstring: its document lists its classes' summary lines, so a question
+    # about paths finds the module itself.
+    pathlib = get_document(engine, "stdlib", "pathlib")
+    assert "- Path: PurePath subclass that can make system calls." in pathlib["body"]
+    assert "- PurePath: Base class for manipulating paths without I/O." in pathlib["body"]
+    assert pathlib["body"].startswith("What the pathlib module provides:")
+    assert any(r["doc_id"] == "enum" for r in search(engine, "create an enumeration", limit=8))
+    # A module with a long docstring of its own keeps it alone.
+    csv = get_document(engine, "stdlib", "csv")
+    assert "What the csv module provides" not in csv["body"]
+
+
+def test_synopsis_lists_members_after_a_short_docstring():
+    def rec(doc_id, kind, body):
+        return {"doc_id": doc_id, "kind": kind, "module": "box", "signature": None, "body": body, "key": f"k:{doc_id}"}
+
+    records = [
+        rec("box", "module", "Boxes."),
+        rec("box.Crate", "class", "A wooden crate.\n\nHolds things."),
+        rec("box.Crate.open", "method", "Open the crate."),
+        rec("box.pack", "function", "Pack items\ninto a box. Then close it."),
+        rec("box.Full", "exception", "Raised when the box is full."),
+        rec("box.nothing", "function", ""),
+        rec("long", "module", "x" * SYNOPSIS_BELOW),
+        rec("long.thing", "function", "A thing."),
+    ]
+    docs = {d.doc_id: d for d in documents(records)}
+    assert docs["box"].body == (
+        "Boxes.\n\nWhat the box module provides:\n\n"
+        "- Crate: A wooden crate.\n- pack: Pack items into a box.\n- Full: Raised when the box is full."
+    )
+    assert docs["long"].body == "x" * SYNOPSIS_BELOW
+    assert member_summary("word " * 100).endswith(" ...") and len(member_summary("word " * 100)) < 170
 
 
 def test_module_list_skips_private_tests_and_side_effects():

@@ -201,6 +201,18 @@ def test_small_budget_ends_with_a_truncated_report(corpus_engine):
     assert "No passage" in report.markdown
 
 
+def test_a_module_several_subqueries_find_is_read_after_the_plan(corpus_engine):
+    # "pack integers into bytes": struct is only 3rd to 6th in each sub-query's results, so no
+    # sub-query takes it; found by most of them, it is read and cited once the plan is done, and the
+    # report still finishes within the budget, not cut short.
+    report, used, calls = Driver(corpus_engine).run("How do I pack integers into bytes?")
+    reads = [c.args["doc_id"] for c in calls if c.tool == "read_document"]
+    assert any(d == "struct" or d.startswith("struct.") for d in reads), reads
+    assert "several sub-queries" in [c for c in calls if c.tool == "read_document"][-1].thought
+    assert _cites(report, "struct") and not report.truncated and used <= 40
+    assert_citations_exist(corpus_engine, report)
+
+
 def test_same_question_gives_the_same_report(corpus_engine):
     driver = Driver(corpus_engine)
     first, steps1, calls1 = driver.run("how to compress a file with gzip")

@@ -2,7 +2,8 @@
 
 For each sub-query of the question (the question itself, its phrases, its content words) it
 searches the corpus, reads the best documents, saves the sentences that answer the question as a
-note citing their passage, and finally composes the report from the notes. Every decision is
+note citing their passage; then, while the budget allows, reads the modules most sub-queries' result
+lists agree on that none of them took; and finally composes the report from the notes. Every decision is
 recomputed from the context alone: the plan is replayed over the observations and notes so far and
 the first step not yet done is the next one. The same context gives the same decision.
 """
@@ -32,6 +33,8 @@ WRAP_UP_AT = 3
 MAX_PASSAGES = 20
 # Sources (modules) per search that count towards retrieval consensus.
 VOTING_SOURCES = 3
+# Modules, by consensus over all sub-queries' results, read after the sub-queries if none took them.
+CONSENSUS_READS = 2
 
 
 @dataclass
@@ -92,6 +95,24 @@ def _votes(seen: _Seen, queries: list[str]) -> dict[str, float]:
         for rank, m in enumerate(sources[:VOTING_SOURCES], 1):
             votes[m] = votes.get(m, 0.0) + 1.0 / rank
     return votes
+
+
+def _consensus(seen: _Seen, queries: list[str]) -> list[tuple[str, str]]:
+    """Modules by their reciprocal rank among the sources of each sub-query's whole result list,
+    summed, best first, each with its best-ranked document (first sub-query first): (module, doc id)."""
+    score: dict[str, float] = {}
+    best: dict[str, str] = {}
+    for q in queries:
+        sources: list[str] = []
+        for r in seen.searches.get(q, []):
+            m = module_of(r["doc_id"], r.get("source"))
+            best.setdefault(m, r["doc_id"])
+            if m not in sources:
+                sources.append(m)
+        for rank, m in enumerate(sources, 1):
+            score[m] = score.get(m, 0.0) + 1.0 / rank
+    order = sorted(score, key=lambda m: (-round(score[m], 6), m))
+    return [(m, best[m]) for m in order]
 
 
 def _topics(seen: _Seen, terms: list[str], extracts: list[Extract]) -> dict[str, int]:
@@ -194,6 +215,33 @@ class OfflineReasoner:
                     continue
                 return ToolCall("save_note", {"text": extract.quote, "citations": [extract.ref.as_string()]},
                                 thought=f"note {doc_id} (matches {', '.join(extract.covered)}) for {label}")
+        return self._consensus_call(context, terms, queries, seen, claimed)
+
+    def _consensus_call(
+        self, context: ResearchContext, terms: list[str], queries: list[str], seen: _Seen, claimed: list[str]
+    ) -> ToolCall | None:
+        """Once every sub-query is done: the modules that most sub-queries' whole result lists agree on
+        (``CONSENSUS_READS`` of them) but whose documents no sub-query took get their best-ranked
+        document read and noted too, so a module found often, if never first, can still be cited.
+        An extra, not part of the plan: a document is only read while the budget leaves room to note
+        it and still report (the report is never cut short for it)."""
+        corpus = context.corpus
+        taken = {module_of(d, (seen.reads.get(d) or {}).get("source")) for d in claimed}
+        fresh = [(m, d) for m, d in _consensus(seen, queries) if m not in taken]
+        for module, doc_id in fresh[:CONSENSUS_READS]:
+            if doc_id in seen.noted_docs:
+                continue
+            if doc_id not in seen.reads:
+                if context.steps_left <= self.wrap_up_at + 2:
+                    return None
+                return ToolCall("read_document", {"corpus": corpus, "doc_id": doc_id, "max_passages": MAX_PASSAGES},
+                                thought=f"read {doc_id}: {module} is found by several sub-queries")
+            document = seen.reads[doc_id]
+            extract = best_extract(document, terms, terms) if document else None
+            if extract is None or doc_id in seen.note_tried:
+                continue
+            return ToolCall("save_note", {"text": extract.quote, "citations": [extract.ref.as_string()]},
+                            thought=f"note {doc_id} (matches {', '.join(extract.covered)}): found by several sub-queries")
         return None
 
     # -- the report ----------------------------------------------------------------------------------

@@ -15,6 +15,10 @@ accepted (``datetime`` or ``zoneinfo`` for time zones).
 ranking change that followed ``HELDOUT``'s baseline, with questions that overlap neither ``HELDOUT``,
 the tuned ten nor the "dev" tuning set of ``scripts/bench_answers.py``. The same rules hold: measure
 it, never tune on it.
+
+``HELDOUT_C`` is a third held-out set of twenty, written (and committed) before the corpus
+enrichment round that followed ``HELDOUT_B``'s baseline, overlapping none of the sets above nor
+"dev". The same rules hold: measure it (aggregate score only), never tune on it.
 """
 
 HELDOUT = [
@@ -61,6 +65,29 @@ HELDOUT_B = [
     ("How do I write my own context manager for a with statement?", ("contextlib",)),
     ("How do I parse Python source code into a syntax tree?", ("ast",)),
     ("How do I find where my program allocates the most memory?", ("tracemalloc",)),
+]
+
+HELDOUT_C = [
+    ("How do I normalize Unicode text?", ("unicodedata",)),
+    ("How do I store key-value data on disk like a dictionary?", ("shelve", "dbm")),
+    ("How do I get the signature of a function?", ("inspect",)),
+    ("How do I make a weak reference to an object?", ("weakref",)),
+    ("How do I compress data with bzip2?", ("bz2",)),
+    ("How do I download a file from an FTP server?", ("ftplib",)),
+    ("How do I get the current working directory?", ("os", "pathlib")),
+    ("How do I compute a CRC32 checksum?", ("zlib", "binascii")),
+    ("How do I read and write a plist file?", ("plistlib",)),
+    ("How do I create a named tuple?", ("collections", "typing")),
+    ("How do I store a large list of numbers compactly?", ("array",)),
+    ("How do I disassemble Python bytecode?", ("dis",)),
+    ("How do I create a simple GUI window?", ("tkinter",)),
+    ("How do I pretty-print a nested data structure?", ("pprint",)),
+    ("How do I treat a string as a file object?", ("io",)),
+    ("How do I calculate the greatest common divisor of two numbers?", ("math",)),
+    ("How do I map a file into memory?", ("mmap",)),
+    ("How do I test the examples in my docstrings?", ("doctest",)),
+    ("How do I print a calendar for a month?", ("calendar",)),
+    ("How do I safely evaluate a string containing a Python literal?", ("ast",)),
 ]
 
 

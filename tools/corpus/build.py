@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import pkgutil
+import re
 import selectors
 import subprocess
 import sys
@@ -52,6 +53,17 @@ KIND_BOOST = {
     "method": 0.8,
     "property": 0.6,
 }
+
+
+# A module whose own docstring is shorter than this (pathlib, enum and dataclasses have none; asyncio's
+# and queue's are one line) says too little for a question about its subject to find it: its document
+# also gets a synopsis, the summary line of each of its public classes and functions.
+SYNOPSIS_BELOW = 200
+# Most members a synopsis lists (classes and functions before exceptions, then by name).
+SYNOPSIS_MEMBERS = 40
+SYNOPSIS_KINDS = ("class", "function", "exception")
+# A member's summary line is cut at its first sentence end past this many characters, or here.
+SUMMARY_CHARS = 160
 
 
 def boost(kind: str, doc_id: str) -> float:
@@ -209,8 +221,53 @@ def _preference(record: dict) -> tuple:
     return (doc_id.count("."), not own, len(doc_id), doc_id)
 
 
+def member_summary(body: str) -> str:
+    """The summary of a docstring: its first paragraph, whitespace collapsed, cut at its first sentence
+    end (or at ``SUMMARY_CHARS``); "" for an empty docstring."""
+    first = " ".join(re.split(r"\n\s*\n", body.strip(), maxsplit=1)[0].split())
+    end = re.search(r"[.!?](?=\s)", first)
+    if end:
+        first = first[: end.start() + 1]
+    if len(first) > SUMMARY_CHARS:
+        cut = first.rfind(" ", 0, SUMMARY_CHARS)
+        first = first[: cut if cut > 0 else SUMMARY_CHARS] + " ..."
+    return first
+
+
+def synopsis(module: str, members: list[dict]) -> str:
+    """The synopsis of a module's document: a bullet per public class or function (exceptions after
+    them) with its summary line, ``""`` when none has one. ``members`` are the module's own records."""
+    rows = []
+    for r in sorted(members, key=lambda r: (r["kind"] == "exception", r["doc_id"].lower())):
+        summary = member_summary(r["body"])
+        if summary:
+            rows.append(f"- {r['doc_id'].rsplit('.', 1)[1]}: {summary}")
+    if not rows:
+        return ""
+    return f"What the {module} module provides:\n\n" + "\n".join(rows[:SYNOPSIS_MEMBERS])
+
+
+def _with_synopses(unique: dict[str, dict]) -> dict[str, dict]:
+    """``unique`` with each short-docstring module's body followed by its :func:`synopsis`."""
+    members: dict[str, list[dict]] = {}
+    for r in unique.values():
+        parent = r["doc_id"].rsplit(".", 1)[0]
+        if r["kind"] in SYNOPSIS_KINDS and parent == r["module"] and "." in r["doc_id"]:
+            members.setdefault(parent, []).append(r)
+    out = {}
+    for doc_id, r in unique.items():
+        if r["kind"] == "module" and len(r["body"].strip()) < SYNOPSIS_BELOW:
+            extra = synopsis(doc_id, members.get(doc_id, []))
+            if extra:
+                r = {**r, "body": f"{r['body'].strip()}\n\n{extra}" if r["body"].strip() else extra}
+        out[doc_id] = r
+    return out
+
+
 def documents(records: list[dict]) -> list[Document]:
-    """Documents from harvested records: one per object, under its preferred name, with title words."""
+    """Documents from harvested records: one per object, under its preferred name, with title words.
+
+    A module whose docstring is short gets a synopsis of its members (see ``SYNOPSIS_BELOW``)."""
     chosen: dict[str, dict] = {}
     for r in records:
         best = chosen.get(r["key"])
@@ -220,6 +277,7 @@ def documents(records: list[dict]) -> list[Document]:
     for r in sorted(chosen.values(), key=_preference):
         unique.setdefault(r["doc_id"], r)
     vocab = vocabulary(r["body"] for r in unique.values())
+    unique = _with_synopses(unique)
     docs = []
     for r in unique.values():
         docs.append(
