@@ -71,6 +71,17 @@ def test_junk_on_the_redis_queue_is_dead_lettered_and_the_same_worker_keeps_serv
 
 
 @pytest.mark.skipif(not _rabbitmq_up(), reason="no RabbitMQ on localhost:5672")
+def _queue_exists(queue: str) -> bool:
+    from amqp.exceptions import NotFound
+
+    try:
+        with Connection(AMQP_URL) as conn:
+            conn.default_channel.queue_declare(queue, passive=True)
+        return True
+    except NotFound:
+        return False
+
+
 def test_junk_on_the_rabbitmq_queue_is_dead_lettered_and_the_same_worker_keeps_serving(fleet, tmp_path):
     from tests.support.harness import Fleet
 
@@ -79,6 +90,9 @@ def test_junk_on_the_rabbitmq_queue_is_dead_lettered_and_the_same_worker_keeps_s
     amqp = Fleet(env, tmp_path / "amqp")
     try:
         worker = amqp.start()
+        # Ready in Postgres may come before the consumer declared its queue: a message published to a
+        # queue that does not exist yet is dropped by RabbitMQ, and would never reach the worker.
+        wait_for(lambda: _queue_exists(queue), timeout=30, what=f"the worker to declare {queue}")
         with Connection(AMQP_URL) as conn:
             producer = Producer(conn.default_channel, exchange=Exchange(""), routing_key=queue)
             for body, content_type, headers in [

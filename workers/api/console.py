@@ -32,7 +32,7 @@ templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates"))
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 
 
-class SignIn(Exception):
+class _SignIn(Exception):
     """No valid session cookie: the page redirects to the sign-in form."""
 
 
@@ -41,7 +41,7 @@ def viewer(request: Request) -> access.Principal:
         return auth.principal(request)
     except HTTPException as exc:
         if exc.status_code == 401:
-            raise SignIn from None
+            raise _SignIn from None
         raise
 
 
@@ -56,8 +56,8 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def install(app: Any) -> None:
-    @app.exception_handler(SignIn)
-    async def to_signin(request: Request, exc: SignIn) -> RedirectResponse:
+    @app.exception_handler(_SignIn)
+    async def to_signin(request: Request, exc: _SignIn) -> RedirectResponse:
         return RedirectResponse("/ui/signin", status_code=303)
 
 
