@@ -137,7 +137,9 @@ def view(engine: Engine, run_id: str) -> tuple[dict[str, Any], list[dict[str, An
         if row is None:
             raise RunNotFound(run_id)
         rows = [dict(r._mapping) for r in conn.execute(Q["get_events"], dict(run_id=run_id, after=0))]
-        flight = conn.execute(Q["get_in_flight"], dict(run_id=run_id)).one_or_none()
+        # A run that has ended or waits has no step in flight: one statement fewer.
+        busy = row.status in ("queued", "running")
+        flight = conn.execute(Q["get_in_flight"], dict(run_id=run_id)).one_or_none() if busy else None
     run = dict(row._mapping)
     if not rows and run.get("archive") is not None:
         rows = archived_events(store_for_archive(run["archive"]), run["archive"], after=0)

@@ -94,6 +94,21 @@ def test_no_token_a_bad_one_or_a_revoked_one_is_401(api, tokens) -> None:
     assert api.get(f"/runs/{run}", headers=tokens["acme", "admin"]).status_code == 200
 
 
+def test_a_revoked_token_is_refused_once_the_token_cache_forgets_it(fast_env) -> None:
+    import time
+
+    app = create_api(settings_from_env({**fast_env, "STEPLOG_API_TOKEN_CACHE_SECONDS": "0.3"}))
+    with TestClient(app) as client:
+        runtime = app.state.api.runtime
+        _, token = access.create(runtime.engine, tenant="acme", role="viewer", name="v", created_by="test")
+        h = {"Authorization": f"Bearer {token}"}
+        assert client.get("/runs", headers=h).status_code == 200
+        access.revoke(runtime.engine, "v")
+        assert client.get("/runs", headers=h).status_code == 200  # still trusted from the cache
+        time.sleep(0.4)
+        assert client.get("/runs", headers=h).status_code == 401
+
+
 def test_lists_and_the_inbox_show_one_tenant_and_actions_record_the_token_name(api, tokens) -> None:
     mine, theirs = _run(api, "acme"), _run(api, "globex")
     listed = api.get("/runs", headers=tokens["acme", "viewer"]).json()

@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         1_048_576, gt=0, description="Largest request body `steplog api` takes (bytes); a larger one is answered 413."
     )
+    api_token_cache_seconds: float = Field(
+        5.0, ge=0, description="How long `steplog api` trusts a token it has looked up (seconds; 0: every "
+        "request looks it up); a revoked token is refused by every replica within this time.",
+    )
     flower_url: str | None = Field(
         None, description="Flower's address, linked from the web console (e.g. http://127.0.0.1:5555)."
     )

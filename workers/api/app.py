@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from workers.api import console, errors, runs, sessions
+from workers.api.auth import TokenCache
 from workers.api.hub import Hub
 from workers.api.metrics import Measured, Metrics
 from workers.settings import Settings
@@ -35,6 +36,7 @@ class Api:
     unauthenticated: bool
     hub: Hub
     metrics: Metrics
+    tokens: Any = None  # TokenCache
 
     @property
     def runtime(self) -> Any:
@@ -51,7 +53,8 @@ def create_api(settings: Settings, *, unauthenticated: bool = False) -> FastAPI:
     celery = create_app(settings)
     celery.steplog.pool_size = API_POOL  # requests run on the server's threads, up to 40 at once
     hub = Hub(settings.redis_url or None)
-    state = Api(settings, celery, unauthenticated, hub, Metrics(celery.steplog.engine))
+    state = Api(settings, celery, unauthenticated, hub, Metrics(celery.steplog.engine),
+                TokenCache(celery.steplog, settings.api_token_cache_seconds))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

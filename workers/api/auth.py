@@ -4,6 +4,8 @@ existence does not leak."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from fastapi import Depends, HTTPException, Request
@@ -27,7 +29,7 @@ def principal(request: Request) -> access.Principal:
         origin = request.headers.get("origin")
         if token and request.method not in ("GET", "HEAD") and origin and origin != _own_origin(request):
             raise HTTPException(403, "a cross-site request may not use the console's sign-in")
-    found = access.resolve(api.engine, token) if token else None
+    found = api.tokens.resolve(token) if token else None
     if found is None:
         raise HTTPException(401, "a valid token is needed: Authorization: Bearer TOKEN (steplog tokens create)",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -36,6 +38,30 @@ def principal(request: Request) -> access.Principal:
 
 def _own_origin(request: Request) -> str:
     return f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
+
+
+class TokenCache:
+    """Tokens resolved in the last ``seconds`` (0: none kept): a request with a known token costs no query.
+    A revoked token is refused by every replica within that time."""
+
+    def __init__(self, runtime: Any, seconds: float) -> None:
+        self.runtime, self.seconds = runtime, seconds
+        self._known: dict[str, tuple[float, access.Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, token: str) -> access.Principal | None:
+        now = time.monotonic()
+        if self.seconds > 0:
+            hit = self._known.get(token)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        found = access.resolve(self.runtime.engine, token)
+        if self.seconds > 0 and found is not None:
+            with self._lock:
+                if len(self._known) > 10_000:  # bounded: forget everything rather than grow
+                    self._known.clear()
+                self._known[token] = (now + self.seconds, found)
+        return found
 
 
 def allowed(action: str) -> Any:

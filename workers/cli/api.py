@@ -27,7 +27,8 @@ def api(
         err.print(Text("warning: --unauthenticated: anyone who reaches this port acts as an admin of every tenant",
                        style="bold yellow"))
     app = create_api(ctx.settings, unauthenticated=unauthenticated)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    # Keep-alive longer than a load balancer's usual idle reuse, so a reused connection is not closed under it.
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=75)
 
 
 @tokens_app.command("create")
