@@ -93,3 +93,44 @@ def test_a_postgres_restart_mid_run_is_ridden_out_and_steps_commit_again_within_
     finally:
         fleet.close()
 
+
+def test_chaos_restarts_the_postgres_it_runs_and_the_invariants_hold(
+    own_postgres: tuple[LocalServices, str], fast_env: dict[str, str], tmp_path: Path
+) -> None:
+    import json
+
+    from tests.test_watch_chaos import steplog
+    from workers.cli import chaos_procs
+
+    services, url = own_postgres
+    # STEPLOG_HOME names the services' home: chaos may restart that Postgres, and only that one.
+    env = {**fast_env, "STEPLOG_DATABASE_URL": url, "STEPLOG_HOME": str(services.home)}
+    fleet = Fleet(env, tmp_path / "fleet")
+    try:
+        fleet.start()
+        fleet.start()
+        run_ids = [fleet.submit("countdown", {"steps": 12, "sleep": 0.2}) for _ in range(4)]
+        wait_for(lambda: sum(len(fleet.events(r)) for r in run_ids) > 6, what="runs to progress")
+        server = services.status()["postgres"]["pid"]
+        try:
+            res = steplog(env, "chaos", "--faults", "pg-restart,kill", "--every", "1.5", "--duration", "3",
+                          "--restart", "--json")
+        finally:
+            for target in chaos_procs.find_workers(url):  # the restarted worker
+                if target.pid not in {w.pid for w in fleet.workers}:
+                    chaos_procs.kill(target)
+        assert res.returncode == 0, res.stderr
+        summary = json.loads(res.stdout)
+        restart, kill = summary["faults"]
+        assert (restart["fault"], kill["fault"]) == ("pg-restart", "kill")
+        assert services.status()["postgres"]["pid"] != server  # it did restart
+        assert restart["first_commit_seconds"] is not None and restart["first_commit_seconds"] < BACKSTOP / 4
+        assert "first step committed" in res.stderr and "restarted Postgres (fast mode" in res.stderr
+        assert summary["invariants"]["ok"] and summary["invariants"]["runs"] == 4
+        assert "invariants held: 4 of 4 runs complete, no gap, no duplicate" in res.stderr
+        fleet.engine.dispose()
+        for run_id in run_ids:
+            assert fleet.run(run_id)["status"] == "succeeded"
+            assert_contiguous(fleet.events(run_id))
+    finally:
+        fleet.close()
