@@ -84,6 +84,17 @@ def _raise(conn: Any, pool: Engine, sql: str, params: Mapping[str, Any], exc: ps
     raise DBAPIError.instance(sql, dict(params), exc, psycopg.Error, connection_invalidated=broken) from exc
 
 
+def _checkout(pool: Engine) -> Any:
+    """A pooled connection; a server that refuses it (down, restarting, shutting down) raises the
+    matching ``sqlalchemy.exc`` class, as a failed statement does. (``raw_connection`` lets the
+    driver's own error out, which a caller handling ``OperationalError`` would not catch: a step
+    message would be dropped instead of retried.)"""
+    try:
+        return pool.raw_connection()
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=True) from exc
+
+
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Any]:
     """One transaction at the driver level, on an autocommit pool connection (:func:`autocommit`):
@@ -91,7 +102,7 @@ def transaction(engine: Engine) -> Iterator[Any]:
     row or None. Commits when the block ends, rolls back if it raises. For short transactions on a
     latency path (a signal's store and wake), where SQLAlchemy's per-execute work would dominate."""
     pool = autocommit(engine)
-    conn = pool.raw_connection()
+    conn = _checkout(pool)
     last = ("", {})
     try:
         driver = conn.driver_connection
@@ -120,7 +131,7 @@ def one(pool: Engine, sql: str, params: Mapping[str, Any]) -> tuple | None:
     ``sqlalchemy.exc`` class, and a connection that broke is invalidated, not pooled again.
     ``sql`` is in the driver's ``%(name)s`` style (:func:`checkpoint.queries.for_driver`).
     """
-    conn = pool.raw_connection()
+    conn = _checkout(pool)
     try:
         return conn.driver_connection.execute(sql, params, prepare=True).fetchone()
     except psycopg.Error as exc:

@@ -14,7 +14,7 @@ import redis
 import sqlalchemy.exc
 from sqlalchemy import text
 
-from checkpoint.db import autocommit, one, soft
+from checkpoint.db import autocommit, one, soft, transaction
 from tests.support.harness import wait_for
 
 # -- checkpoint.db.one: SQLAlchemy's pool and errors, the driver's execute ---------------------------
@@ -67,6 +67,25 @@ def test_one_invalidates_a_connection_the_server_closed(engine):
     assert caught.value.connection_invalidated
     # ... and the dead connection is not handed out again.
     assert _backend_pid(pool) != pid
+
+
+def test_one_raises_a_refused_connection_as_the_class_the_step_task_retries():
+    # A Postgres that is restarting refuses new connections: the step task must see OperationalError
+    # (and retry the step), not the driver's own error (which drops the step message).
+    from sqlalchemy import create_engine
+
+    from workers.local.procs import free_port
+
+    nowhere = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/postgres")
+    try:
+        for pool in (autocommit(nowhere), soft(nowhere)):
+            with pytest.raises(sqlalchemy.exc.OperationalError) as caught:
+                one(pool, "SELECT 1", {})
+            assert caught.value.connection_invalidated
+        with pytest.raises(sqlalchemy.exc.OperationalError), transaction(nowhere) as run:
+            run("SELECT 1", {})
+    finally:
+        nowhere.dispose()
 
 
 # -- the Redis transport: one client per channel, still the stock protocol ---------------------------

@@ -112,26 +112,36 @@ def bystanders(fast_env, template_database):
         p.wait()
 
 
-def test_chaos_kills_and_restarts_workers_and_every_interrupted_step_resumes(fleet, bystanders):
+def _chaos_on_countdown_runs(fleet, *chaos_args: str):
+    """Two workers, four countdown runs under way, then `steplog chaos ARGS --json` (which must exit 0);
+    every run must end succeeded without a gap. Returns the run ids, chaos's result and the workers of
+    this database still running before the restarted ones are killed."""
     env = fleet.env
-    nobody = steplog(env, "chaos", "--kill-every", "1", "--duration", "1")
-    assert nobody.returncode == 1 and "no steplog worker of this database" in nobody.stderr
-
     fleet.start()
     fleet.start()
     run_ids = [fleet.submit("countdown", {"steps": 15, "sleep": 0.3}) for _ in range(4)]
     wait_for(lambda: sum(len(fleet.events(r)) for r in run_ids) > 4, what="runs to progress")
     try:
-        res = steplog(env, "chaos", "--kill-every", "2", "--duration", "7", "--restart", "--seed", "7", "--json")
+        res = steplog(env, "chaos", *chaos_args, "--json")
         assert res.returncode == 0, res.stderr
-        summary = json.loads(res.stdout)
         for run_id in run_ids:
             run = fleet.wait_finished(run_id, timeout=120)
             assert run["status"] == "succeeded" and run["result"] == {"steps_run": 15}
             assert_contiguous(fleet.events(run_id))
+        survivors = chaos_procs.find_workers(env["STEPLOG_DATABASE_URL"])
     finally:
         for target in chaos_procs.find_workers(env["STEPLOG_DATABASE_URL"]):  # the restarted workers
             chaos_procs.kill(target)
+    return run_ids, res, survivors
+
+
+def test_chaos_kills_and_restarts_workers_and_every_interrupted_step_resumes(fleet, bystanders):
+    env = fleet.env
+    nobody = steplog(env, "chaos", "--kill-every", "1", "--duration", "1")
+    assert nobody.returncode == 1 and "no steplog worker of this database" in nobody.stderr
+
+    run_ids, res, _ = _chaos_on_countdown_runs(fleet, "--kill-every", "2", "--duration", "7", "--restart", "--seed", "7")
+    summary = json.loads(res.stdout)
 
     kills = summary["kills"]
     assert len(kills) == 3
@@ -151,6 +161,45 @@ def test_chaos_kills_and_restarts_workers_and_every_interrupted_step_resumes(fle
     assert interrupted == lost
     for run_id, seq, attempt in interrupted:
         assert fleet.events(run_id)[seq - 1]["attempt"] > attempt
+
+
+def test_chaos_refuses_faults_this_machine_cannot_make_before_touching_anything(fleet):
+    env = fleet.env
+    for faults, says in [("kill,partition", "tests/test_partition.py"), ("kill,flood", "unknown fault"),
+                         ("pg-restart", "only the Postgres it runs itself")]:
+        res = steplog(env, "chaos", "--faults", faults, "--every", "1", "--duration", "1")
+        assert res.returncode == 2, res.stderr
+        assert says in res.stderr, res.stderr
+
+
+def test_chaos_kills_stops_and_wipes_the_broker_and_checks_the_invariants(fleet):
+    _, res, survivors = _chaos_on_countdown_runs(
+        fleet, "--faults", "kill,stop,broker-wipe", "--every", "2", "--duration", "6", "--restart", "--seed", "3")
+    summary = json.loads(res.stdout)
+    workers = fleet.workers
+
+    faults = summary["faults"]
+    assert [f["fault"] for f in faults] == ["kill", "stop", "broker-wipe"]
+    kill, stop, wipe = faults
+    assert summary["kills"] == [kill] and kill["restarted_pid"]
+    assert stop["seconds"] == pytest.approx(3.6) and stop["worker"].endswith("@test")
+    assert wipe["queued"] >= 0
+    # The stopped worker was let go, not killed: it was still running when chaos ended.
+    assert stop["pid"] in {t.pid for t in survivors}
+    assert kill["pid"] not in {t.pid for t in survivors} and all(w.pid != kill["pid"] or not w.alive() for w in workers)
+    assert summary["resumed"] == summary["interrupted"]
+    interrupted = {(s["run_id"], s["seq"], s["attempt"]) for f in faults for s in f.get("interrupted", ())}
+    assert summary["interrupted"] == len(interrupted)
+    for run_id, seq, attempt in interrupted:
+        assert fleet.events(run_id)[seq - 1]["attempt"] > attempt
+
+    invariants = summary["invariants"]
+    assert invariants == {"runs": 4, "unsettled": [], "gaps": [], "duplicates": [], "tool_calls": 0,
+                          "split_keys": [], "ok": True}
+    assert "invariants held: 4 of 4 runs complete, no gap, no duplicate, one key per side effect (0 tool calls)" \
+        in res.stderr
+    assert "3 faults (1 kill, 1 stop, 1 broker-wipe)" in res.stderr
+    assert "wiped the broker's Redis database" in res.stderr
 
 
 def test_watch_view_of_research_events_sums_tokens_and_marks_replays_and_retries():

@@ -175,6 +175,27 @@ def kill(target: WorkerTarget, timeout: float = 10.0) -> list[int]:
     return sorted(pids)
 
 
+def pause(target: WorkerTarget) -> list[psutil.Process]:
+    """SIGSTOP the worker and its pool children (frozen mid-whatever, holding its leases and its
+    connections: a zombie once its leases are taken over); return them, for :func:`resume`."""
+    procs = target.group()
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGSTOP)
+        except psutil.NoSuchProcess:
+            pass
+    return procs
+
+
+def resume(procs: list[psutil.Process]) -> None:
+    """SIGCONT processes :func:`pause` stopped (those still there)."""
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGCONT)
+        except psutil.NoSuchProcess:
+            pass
+
+
 def _pgid(pid: int) -> int | None:
     try:
         return os.getpgid(pid)

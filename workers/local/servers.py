@@ -31,6 +31,8 @@ import shutil
 import signal
 import stat
 import subprocess
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -290,6 +292,42 @@ class LocalServices:
             "postgres": one(urls.database_url, ports["postgres"], pg, _postgres_answers, self.pgdata, self.pg_log),
             "redis": one(urls.redis_url, ports["redis"], rd, _redis_answers, self.redis_dir, self.redis_log),
         }
+
+    def restart_postgres(self) -> float:
+        """Stop Postgres in fast mode (open sessions end, committed work is kept) and start it again on
+        the same port; return the moment (``time.time()``) it first accepted a connection again.
+
+        For fault drills (``steplog chaos --faults pg-restart``, the restart test and benchmark): the
+        moment is seen by a client polling every 10 ms while the server starts, so it is at most that
+        late."""
+        with self._locked():
+            if self._postgres_process() is None:
+                raise ServiceError(f"PostgreSQL under {self.pgdata} is not running: nothing to restart")
+            port = self.ports()["postgres"]
+            self._postgres_down()
+            answered: list[float] = []
+            stop = threading.Event()
+
+            def watch() -> None:
+                while not stop.is_set():
+                    if _postgres_answers(port, timeout=1.0):
+                        answered.append(time.time())
+                        return
+                    stop.wait(0.01)
+
+            watcher = threading.Thread(target=watch, name="steplog-pg-watch", daemon=True)
+            watcher.start()
+            try:
+                self._postgres_start()
+            finally:
+                watcher.join(timeout=5.0)
+                stop.set()
+            if self.ports()["postgres"] != port:
+                raise ServiceError(f"PostgreSQL came back on port {self.ports()['postgres']}, not {port}: "
+                                   "its clients cannot find it")
+            if not answered:
+                raise ServiceStartError(f"PostgreSQL started but its first connection was not seen; see {self.pg_log}")
+            return answered[0]
 
     @staticmethod
     def _check_names(services: Iterable[str]) -> set[str]:
