@@ -6,6 +6,7 @@ chat pages at laptop and phone width, saved as screenshots under .test-artifacts
 from __future__ import annotations
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from tests.support.browser import headless
@@ -30,7 +31,16 @@ def browser(tmp_path):
 
 
 def _until(browser, predicate, what: str, timeout: float = 60):
-    return wait_for(lambda: predicate(browser), timeout=timeout, interval=0.2, what=what)
+    """``predicate(browser)`` once true. The live part of a run page is replaced as the run moves: an
+    element read while it is being replaced is stale, and is looked up again on the next try."""
+
+    def check():
+        try:
+            return predicate(browser)
+        except StaleElementReferenceException:
+            return False
+
+    return wait_for(check, timeout=timeout, interval=0.2, what=what)
 
 
 def _rows(browser) -> int:
@@ -68,15 +78,16 @@ def test_sign_in_run_through_a_kill_approve_read_and_chat(corpus_fleet: Fleet, b
         # No reload from here on: the page follows the run's event stream.
         _until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#timeline tr.takeover"),
                "the takeover marked on the live timeline")
-        marked = browser.find_element(By.CSS_SELECTOR, "#timeline tr.takeover").text
+        marked = _until(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#timeline tr.takeover").text, "its text")
         assert f"taken over after {doomed.node} (lost)" in marked, marked
         assert _rows(browser) > first
         _until(browser, lambda b: b.find_elements(By.ID, "approve-button"), "the approval form", timeout=120)
-        assert "publish_report waits for approval" in browser.find_element(By.ID, "approval").text
+        _until(browser, lambda b: "publish_report waits for approval" in b.find_element(By.ID, "approval").text,
+               "publish_report's approval")
         browser.set_window_size(1280, 1600)
         SHOTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(SHOTS / "console-run-waiting.png"))
-        browser.find_element(By.ID, "approve-button").click()
+        _until(browser, lambda b: b.find_element(By.ID, "approve-button").click() or True, "the approve click")
         # Then the notify waits for its own approval: approved from the inbox, it is sent once.
         _until(browser, lambda b: "notify waits for approval" in b.find_element(By.ID, "run-state").text,
                "the notify's approval")
@@ -88,8 +99,8 @@ def test_sign_in_run_through_a_kill_approve_read_and_chat(corpus_fleet: Fleet, b
         browser.get(f"{api.url}/ui/runs/{run_id}")
         _until(browser, lambda b: b.find_elements(By.ID, "report"), "the report", timeout=120)
         assert server.hits["/hook"] == 1 and len(server.applied) == 1
-        assert "[csv" in browser.find_element(By.ID, "report").text
-        assert browser.find_element(By.ID, "status").text == "succeeded"
+        _until(browser, lambda b: "[csv" in b.find_element(By.ID, "report").text
+               and b.find_element(By.ID, "status").text == "succeeded", "the report and the final status")
         assert fleet.run(run_id)["status"] == "succeeded"
         browser.save_screenshot(str(SHOTS / "console-run.png"))
 
