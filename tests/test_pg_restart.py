@@ -88,7 +88,8 @@ def test_a_postgres_restart_mid_run_is_ridden_out_and_steps_commit_again_within_
         # 2-core machine the bound is loose, the figure is what the bench reports.
         assert first < BACKSTOP / 4, first
         assert last < BACKSTOP / 2, last
-        assert any("heartbeat failed" in w.log() for w in workers)  # the workers did see Postgres go away
+        # (The restart itself is proven above: a new postmaster. A fast restart can fall between two
+        # heartbeats, so the workers' logs need not show it.)
         assert all(w.alive() for w in workers)
     finally:
         fleet.close()
