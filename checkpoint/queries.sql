@@ -30,7 +30,9 @@ SELECT run_id, 2, NULL, now() FROM run
 
 -- name: claim_step
 -- Take the lease on step :seq, count the attempt, consume its dispatch and read the checkpoint it
--- starts from (and, after a wait, what woke it), in one statement.
+-- starts from (and, after a wait, what woke it), in one statement. Its commit does not wait for the
+-- WAL fsync (a claim lost in a crash is claimed again): set_config(..., true) is SET LOCAL, for this
+-- statement's own transaction only, so it also holds behind a transaction-mode pooler.
 WITH claimed AS (
   UPDATE runs r
      SET status = 'running', attempt = r.attempt + 1, lease_owner = :owner,
@@ -39,7 +41,7 @@ WITH claimed AS (
    WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.status IN ('queued', 'running')
      AND r.cancel_requested_by IS NULL
      AND steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds)
-  RETURNING r.run_id, r.workflow, r.input, r.attempt
+  RETURNING r.run_id, r.workflow, r.input, r.attempt, set_config('synchronous_commit', 'off', true) AS async_commit
 ), consumed AS (
   DELETE FROM outbox o USING claimed c WHERE o.run_id = c.run_id AND o.seq = :seq
 ), lost AS (

@@ -68,7 +68,7 @@ def claim(engine: Engine, run_id: str, seq: int, worker: Worker, *, deadline: fl
         run_id=run_id, seq=seq, owner=worker.owner, worker=worker.name, pid=worker.pid,
         deadline=deadline, lease_seconds=lease_seconds,
     )
-    row = one(soft(engine), D["claim_step"], params)
+    row = one(autocommit(engine), D["claim_step"], params)  # its commit is asynchronous (see the SQL)
     if row is None:
         return None
     workflow, input_, attempt, state, wake = row
@@ -135,7 +135,7 @@ def retry(engine: Engine, claim: Claim, worker: Worker, *, error: dict[str, Any]
         run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt,
         error=dumps(error), delay=delay, outcome=outcome,
     )
-    with soft(engine).connect() as conn:
+    with soft(engine).begin() as conn:
         return conn.execute(Q["retry_step"], params).one_or_none() is not None
 
 
@@ -152,5 +152,5 @@ def fail(engine: Engine, claim: Claim, worker: Worker, *, error: dict[str, Any])
 def release(engine: Engine, claim: Claim, worker: Worker) -> None:
     """Give the lease back at once (after a failed commit) so the step is taken up again quickly."""
     params = dict(run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt)
-    with soft(engine).connect() as conn:
+    with soft(engine).begin() as conn:
         conn.execute(Q["release_lease"], params)

@@ -76,7 +76,8 @@ class ProcessRuntime:
     def engine(self) -> Engine:
         self._check_pid()
         if self._engine is None:
-            self._engine = make_engine(self.settings.database_url, pool_size=self.pool_size)
+            self._engine = make_engine(self.settings.database_url, pool_size=self.pool_size,
+                                       prepared=self.settings.prepared_statements)
         return self._engine
 
     def _check_pid(self) -> None:
