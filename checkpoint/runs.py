@@ -129,6 +129,12 @@ def count_by_status(engine: Engine) -> dict[str, int]:
         return {r.status: r.n for r in conn.execute(Q["count_by_status"])}
 
 
+def count_waiting(engine: Engine) -> dict[str, int]:
+    """Waiting runs by the signal they wait for ('' for a sleep)."""
+    with engine.connect() as conn:
+        return {r.signal: r.n for r in conn.execute(Q["count_waiting"])}
+
+
 def view(engine: Engine, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
     """The run, its events and the step in flight, read on one autocommit connection (no transaction
     to open or roll back): what `show` and the API's run page read, in the fewest round trips."""

@@ -51,6 +51,8 @@ class Claim:
     state: dict[str, Any]
     #: What ended the wait this step follows: ``{"type": "signal"|"timed_out"|"woke", "payload": ...}``.
     wake: dict[str, Any] | None = None
+    #: Seconds from the dispatch (publish) of this step to this claim, by Postgres's clock; None if unknown.
+    queue_wait: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,8 @@ def claim(engine: Engine, run_id: str, seq: int, worker: Worker, *, deadline: fl
     row = one(autocommit(engine), D["claim_step"], params)  # its commit is asynchronous (see the SQL)
     if row is None:
         return None
-    workflow, input_, attempt, state, wake = row
-    return Claim(run_id, seq, attempt, workflow, input_, state, wake)
+    workflow, input_, attempt, state, wake, queue_wait = row
+    return Claim(run_id, seq, attempt, workflow, input_, state, wake, queue_wait)
 
 
 def position(engine: Engine, run_id: str, *, lease_seconds: float) -> Position | None:

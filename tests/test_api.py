@@ -183,6 +183,11 @@ def test_health_docs_and_metrics(api, tokens) -> None:
     assert run not in scraped  # no label carries a run id
     assert 'steplog_runs{status="queued"}' in scraped and "steplog_runs_waiting_for_approval 0.0" in scraped
     assert "steplog_api_open_streams 0.0" in scraped
+    # The families `steplog worker --metrics-port` serves (tests/test_metrics.py counts them).
+    assert 'runs{status="queued"} ' in scraped
+    for family in ("steps_total", "step_seconds", "step_queue_wait_seconds", "lease_takeovers_total",
+                   "redispatches_total", "runs_waiting", "llm_tokens_total"):
+        assert f"# TYPE {family} " in scraped, family
 
 
 # -- live events, with the session's in-process worker ------------------------------------------------

@@ -25,6 +25,7 @@ from checkpoint.recovery import Sweeper
 from checkpoint.signals import SignalOutcome
 from checkpoint.steps import Dispatch, Worker
 from tasks import approvals
+from tasks.observe import Observer, Observers
 from tasks.runner import StepRunner
 from tasks.step import STEP_TASK, step_task_id
 from tasks.workflow_registry import WorkflowRegistry
@@ -69,6 +70,10 @@ class ProcessRuntime:
         self._conversations: Conversations | None = None
         self.pool_size = 5  # Postgres connections kept per process (the API, serving many threads, keeps more)
         self._dead_letter_client: Any = None
+        # What watches the steps: `steplog worker --metrics-port` sets metrics (workers.metrics.StepMetrics),
+        # OTEL_* variables set tracing (workers.tracing.StepTracing). Set before the pool forks.
+        self.metrics: Any = None
+        self.tracing: Any = None
 
     # -- per-process state, rebuilt in a forked child ----------------------------------------------
 
@@ -112,8 +117,13 @@ class ProcessRuntime:
                 # A factory, called when a step first needs it: a broken deployment fails attempts.
                 services=lambda: wiring.step_services(self.settings, self.engine),
                 on_commit_failure=lambda claim: self._heartbeat and self._heartbeat.release_later(claim),
+                observer=self._observer(),
             )
         return self._runner
+
+    def _observer(self) -> Observer | None:
+        watching = [o for o in (self.metrics, self.tracing) if o is not None]
+        return Observers(watching) if len(watching) > 1 else (watching[0] if watching else None)
 
     def start_sweeper(self) -> None:
         self._check_pid()
@@ -125,6 +135,7 @@ class ProcessRuntime:
                 redispatch_seconds=self.settings.redispatch_seconds,
                 chores=[lambda: schedules.fire_due(self.engine, worker=self.worker().name)],
                 epoch=wiring.broker_epoch(self.settings, self.engine),
+                on_swept=self.metrics.swept if self.metrics is not None else None,
             )
             self._sweeper.start()
 
