@@ -300,6 +300,10 @@ SELECT r.run_id, r.workflow, r.tenant, r.wait_since, r.wait_until, w.payload
 -- name: count_by_status
 SELECT status, count(*) AS n FROM runs GROUP BY status
 
+-- name: event_traceparent
+-- The trace context an event keeps: the caller's in a `submitted` event, a parked step's span in a `waiting` one.
+SELECT payload->>'traceparent' FROM events WHERE run_id = :run_id AND seq = :seq
+
 -- name: count_waiting
 -- Runs parked by a wait, by the signal they wait for ('' for a sleep).
 SELECT coalesce(wait_signal, '') AS signal, count(*) AS n FROM runs WHERE status = 'waiting' GROUP BY 1

@@ -152,6 +152,8 @@ def test_bad_input_is_answered_clearly_and_nothing_is_written(api, tokens) -> No
         (lambda: api.post("/runs", content=b"{not json", headers={**h, "content-type": "application/json"}), 422, "JSON"),
         (lambda: api.post("/runs", content=b"x" * 2_000_000, headers={**h, "content-type": "application/json"}),
          413, "STEPLOG_API_MAX_BODY_BYTES"),
+        (lambda: api.post("/runs", json={"workflow": "countdown", "input": {"steps": 1}},
+                          headers={**h, "traceparent": "00-xyz-01"}), 422, "traceparent must be W3C trace context"),
         (lambda: api.get("/runs/no-such-run", headers=h), 404, "no run with id 'no-such-run'"),
         (lambda: api.post(f"/runs/{done}/signals/go", json={"data": 1}, headers=h), 409, "takes no more signals"),
         (lambda: api.post("/runs/no-such-run/signals/go", json={}, headers=h), 404, "no run with id"),
@@ -168,6 +170,16 @@ def test_bad_input_is_answered_clearly_and_nothing_is_written(api, tokens) -> No
         assert says in res.json()["error"], (says, res.text)
         assert "Traceback" not in res.text
     assert _counts(api.runtime.engine) == before
+
+
+def test_a_traceparent_header_is_stored_with_the_run(api, tokens) -> None:
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    res = api.post("/runs", json={"workflow": "countdown", "input": {"steps": 1}},
+                   headers={**tokens["acme", "operator"], "traceparent": tp})
+    assert res.status_code == 201, res.text
+    from checkpoint import runs
+
+    assert runs.traceparent(api.runtime.engine, res.json()["run_id"]) == tp  # every step's span continues it
 
 
 def test_health_docs_and_metrics(api, tokens) -> None:

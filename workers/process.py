@@ -186,13 +186,18 @@ class ProcessRuntime:
     # -- submitting a run ---------------------------------------------------------------------------
 
     def submit(self, workflow: str, raw: Any, *, submitted_by: str, precheck: bool = True, publish: bool = True,
-               tenant: str = runs.DEFAULT_TENANT) -> str:
+               tenant: str = runs.DEFAULT_TENANT, traceparent: str | None = None) -> str:
         """Validate ``raw`` for ``workflow`` (and run its precheck), write the run (of ``tenant``) with its
-        first checkpoint and dispatch, and publish the first step. Raises WorkflowError naming the
+        first checkpoint and dispatch, and publish the first step. Raises WorkflowError (or BadInput for
+        a malformed ``traceparent``, the W3C trace context every step's span continues) naming the
         problem; then nothing is written."""
+        from workers.tracing import check_traceparent
+
+        traceparent = check_traceparent(traceparent)
         wf, data = self.registry.validate(workflow, raw, engine=self.engine if precheck else None)
         state = wf.start(wf.input_model.model_validate(data))
-        run_id = runs.create(self.engine, wf.name, data, state, submitted_by=submitted_by, tenant=tenant)
+        run_id = runs.create(self.engine, wf.name, data, state, submitted_by=submitted_by, tenant=tenant,
+                             extra={"traceparent": traceparent} if traceparent else None)
         if publish:
             self.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name))
         return run_id

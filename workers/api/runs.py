@@ -59,8 +59,10 @@ def _outcome(run_id: str, outcome: Any) -> dict[str, Any]:
 
 @router.post("/runs", status_code=201)
 def submit(body: NewRun, request: Request, who: access.Principal = Depends(allowed("submit"))) -> dict[str, str]:
+    """A ``traceparent`` header (W3C trace context) is stored with the run: its steps' spans continue it."""
     api = _api(request)
-    run_id = api.runtime.submit(body.workflow, body.input, submitted_by=who.name, tenant=tenant_of(who))
+    run_id = api.runtime.submit(body.workflow, body.input, submitted_by=who.name, tenant=tenant_of(who),
+                                traceparent=request.headers.get("traceparent"))
     return {"run_id": run_id}
 
 

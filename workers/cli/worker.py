@@ -36,6 +36,10 @@ def worker(
         argv.append(f"--hostname={hostname}")
     if metrics_port is not None:
         _serve_metrics(metrics_port)
+    from workers import tracing
+
+    runtime = ctx.celery.steplog
+    runtime.tracing = tracing.setup(lambda: runtime.engine)  # None unless OTEL_* variables ask for traces
     ctx.celery.worker_main(argv)
 
 
