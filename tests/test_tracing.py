@@ -46,8 +46,7 @@ def _spans_of_every_event(otlp: OtlpReceiver, fleet, run_id: str):
 @pytest.mark.slow
 def test_every_step_span_continues_the_callers_trace_across_a_kill_and_a_wait(fleet, otlp, caller):
     fleet.env.update(otlp.env(), STEPLOG_VISIBILITY_TIMEOUT="3600")
-    fleet.start()
-    fleet.start()
+    victim = fleet.start()
     tracer, exporter = caller
     with tracer.start_as_current_span("caller") as span:
         tp = traceparent_of(span)
@@ -57,7 +56,9 @@ def test_every_step_span_continues_the_callers_trace_across_a_kill_and_a_wait(fl
     trace_id, caller_id = f"{recorded.context.trace_id:032x}", f"{recorded.context.span_id:016x}"
 
     flight = wait_for(lambda: fleet.in_flight(run_id), what="a step in flight")
-    fleet.by_node(flight["worker"]).kill()
+    victim.kill()
+    fleet.start("--concurrency=2")  # prefork: its children export their own spans
+    fleet.start()
     assert fleet.wait_finished(run_id)["status"] == "succeeded"
     spans = _spans_of_every_event(otlp, fleet, run_id)
     assert {s.trace_id for s in spans} == {trace_id}

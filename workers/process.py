@@ -261,6 +261,7 @@ class ProcessRuntime:
             level = "turn"
         else:
             level = "normal"
+        traced = self.tracing.publishing(dispatch.run_id) if self.tracing is not None else None
         try:
             self.app.send_task(
                 STEP_TASK,
@@ -282,3 +283,6 @@ class ProcessRuntime:
         except Exception as exc:
             log.warning("publishing step %s of run %s failed (%s); the sweeper will retry", dispatch.seq, dispatch.run_id, exc)
             return False
+        finally:
+            if traced is not None:
+                self.tracing.published(traced)

@@ -122,6 +122,25 @@ class StepTracing(Observer):
                               is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
         return trace.set_span_in_context(NonRecordingSpan(derived))
 
+    def publishing(self, run_id: str) -> Any:
+        """Before a publish made outside any step (the sweeper's re-dispatch after a takeover, a signal's
+        wake-up), so that Celery's publish span joins the run's trace too: a token for :meth:`published`,
+        or None (inside a step's span already)."""
+        from opentelemetry import context, trace
+
+        if trace.get_current_span().get_span_context().is_valid:
+            return None
+        try:
+            return context.attach(self.parent(run_id))
+        except Exception:  # a trace is never a reason not to publish
+            return None
+
+    def published(self, token: Any) -> None:
+        from opentelemetry import context
+
+        if token is not None:
+            context.detach(token)
+
     def before_wait(self, claim: Claim) -> list[Any]:
         """A link to the span of the step that parked the run (its `waiting` event, two events back:
         the wake event sits between)."""
