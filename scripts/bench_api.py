@@ -42,6 +42,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far: per-request CPU is a figure the load cannot flatter."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
@@ -217,11 +224,17 @@ def main() -> None:
                 print("part (a) ...", flush=True)
                 run_id = fleet.app.steplog.submit("countdown", {"steps": 10}, submitted_by="bench", tenant="bench")
                 fleet.wait_all([run_id])
+                pids = [r.proc.pid for r in replicas]
+                cpu_before, own_before = sum(cpu_seconds(p) for p in pids), time.process_time()
                 a = asyncio.run(part_a(urls, headers, run_id, args))
+                api_cpu = (sum(cpu_seconds(p) for p in pids) - cpu_before) / a["n"] * 1000
+                gen_cpu = (time.process_time() - own_before) / a["n"] * 1000
                 rows.append((f"(a) GET /runs/{{id}}, {args.clients} clients, 2 replicas", f"{a['n']} requests, "
                              f"{a['errors']} errors", "-", "-"))
                 rows.append(("(a) requests/s served", f"{a['rps']:.0f} (offered {args.rate:.0f})", "500",
                              "yes" if a["rps"] >= 0.98 * 500 and args.rate >= 500 else "NO"))
+                rows.append(("(a) API CPU per request (both replicas)", f"{api_cpu:.2f} ms", "-", "-"))
+                rows.append(("(a) load generator CPU per request", f"{gen_cpu:.2f} ms", "-", "-"))
                 rows.append(("(a) latency median", f"{a['median']:.1f} ms", "-", "-"))
                 rows.append(("(a) latency p99", f"{a['p99']:.1f} ms", "<= 25 ms", "yes" if a["p99"] <= 25 else "NO"))
             if "b" in args.parts:
