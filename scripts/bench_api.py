@@ -20,7 +20,6 @@ import asyncio
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,38 +51,6 @@ def cpu_seconds(pid: int) -> float:
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-
-
-class Replica:
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        from workers.local.procs import free_port
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log_dir / f"api-{self.port}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "workers", "api", "--port", str(self.port)], env=env,
-                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_up(self) -> None:
-        import httpx
-
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"API on {self.url} did not come up")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 async def _conn(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -194,6 +161,7 @@ def main() -> None:
     os.environ.setdefault("STEPLOG_DATABASE_URL", "postgresql+psycopg://postgres@localhost:5432/postgres")
     os.environ.setdefault("STEPLOG_BROKER_URL", "redis://localhost:6379/0")
     import redis
+    from workers.fleet import ApiProc
     from benchkit import BenchFleet, scratch_database, servers, worker_env
 
     from checkpoint import access
@@ -212,7 +180,7 @@ def main() -> None:
         env = {**worker_env(db, broker, STEPLOG_REDIS_URL=broker), "STEPLOG_LOG_LEVEL": "WARNING"}
         os.environ.update({k: v for k, v in env.items() if k.startswith("STEPLOG_")})
         fleet = BenchFleet(env, log_dir)
-        replicas = [Replica(env, log_dir), Replica(env, log_dir)]
+        replicas = [ApiProc(env, log_dir), ApiProc(env, log_dir)]
         try:
             for r in replicas:
                 r.wait_up()
