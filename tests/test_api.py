@@ -150,6 +150,14 @@ def test_a_run_read_again_is_fresh_and_an_unchanged_one_answers_304(api, tokens)
     assert api.get(f"/runs/{run}", headers=tokens["globex", "viewer"]).status_code == 404
 
 
+def test_the_consoles_chat_list_shows_only_the_tenants_sessions(api, tokens) -> None:
+    mine, theirs = _session(api, "acme"), _session(api, "globex")
+    token = tokens["acme", "viewer"]["Authorization"].split()[1]
+    api.cookies.set("steplog_token", token)
+    page = api.get("/ui/chat")
+    assert page.status_code == 200 and mine in page.text and theirs not in page.text
+
+
 def _counts(engine) -> tuple:
     with engine.connect() as conn:
         return conn.execute(text("SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM signals), "
