@@ -260,6 +260,11 @@ SELECT run_id, workflow, status, input, result, error, next_seq, attempt, lease_
        wait_signal, wait_since, wait_until, tenant
   FROM runs WHERE run_id = :run_id
 
+-- name: run_version
+-- A digest of the run's whole row: every event, lease, wait and status change rewrites that row (an
+-- event always advances next_seq), so an unchanged digest means an unchanged `show`.
+SELECT tenant, md5(r::text) AS version FROM runs r WHERE run_id = :run_id
+
 -- name: get_events
 SELECT seq, type, state, payload, worker, pid, attempt, created_at
   FROM events WHERE run_id = :run_id AND seq > :after ORDER BY seq

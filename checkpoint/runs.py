@@ -9,12 +9,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from checkpoint.aio import AsyncReads
 from checkpoint.archive import archived_events, store_for_archive
 from checkpoint.artifacts import ArtifactStore
 from checkpoint.db import autocommit
 from checkpoint.errors import RunNotFound
 from checkpoint.jsonutil import dumps
-from checkpoint.queries import EVENT_LOG, load
+from checkpoint.queries import EVENT_LOG, for_driver, load
 
 Q = load(EVENT_LOG)
 
@@ -145,6 +146,14 @@ def count_waiting(engine: Engine) -> dict[str, int]:
     """Waiting runs by the signal they wait for ('' for a sleep)."""
     with engine.connect() as conn:
         return {r.signal: r.n for r in conn.execute(Q["count_waiting"])}
+
+
+async def version(reads: AsyncReads, run_id: str) -> tuple[str, str]:
+    """The run's tenant and a digest that changes whenever what :func:`view` reads changes."""
+    row = await reads.one(for_driver(EVENT_LOG)["run_version"], dict(run_id=run_id))
+    if row is None:
+        raise RunNotFound(run_id)
+    return row["tenant"], row["version"]
 
 
 def view(engine: Engine, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:

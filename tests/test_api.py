@@ -133,6 +133,31 @@ def test_lists_and_the_inbox_show_one_tenant_and_actions_record_the_token_name(a
     assert api.get(f"/runs/{made['run_id']}", headers=tokens["globex", "viewer"]).json()["tenant"] == "globex"
 
 
+def test_a_run_read_again_is_fresh_and_an_unchanged_one_answers_304(api, tokens) -> None:
+    """Each replica keeps the JSON it rendered under the digest of the run's row: a change to the run
+    must show at once, and the digest is the ETag."""
+    run = _run(api, "acme")
+    viewer = tokens["acme", "viewer"]
+    first = api.get(f"/runs/{run}", headers=viewer)
+    etag = first.headers["etag"]
+    assert api.get(f"/runs/{run}", headers=viewer).json() == first.json()
+    assert api.get(f"/runs/{run}", headers={**viewer, "If-None-Match": etag}).status_code == 304
+
+    api.post(f"/runs/{run}/cancel", headers=tokens["acme", "operator"])
+    after = api.get(f"/runs/{run}", headers={**viewer, "If-None-Match": etag})
+    assert after.status_code == 200 and after.headers["etag"] != etag
+    assert after.json()["status"] == "cancelled" and after.json()["events"][-1]["type"] == "cancelled"
+    assert api.get(f"/runs/{run}", headers=tokens["globex", "viewer"]).status_code == 404
+
+
+def test_the_consoles_chat_list_shows_only_the_tenants_sessions(api, tokens) -> None:
+    mine, theirs = _session(api, "acme"), _session(api, "globex")
+    token = tokens["acme", "viewer"]["Authorization"].split()[1]
+    api.cookies.set("steplog_token", token)
+    page = api.get("/ui/chat")
+    assert page.status_code == 200 and mine in page.text and theirs not in page.text
+
+
 def _counts(engine) -> tuple:
     with engine.connect() as conn:
         return conn.execute(text("SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM signals), "
