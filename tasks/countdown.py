@@ -14,6 +14,10 @@ class CountdownInput(BaseModel):
 
     steps: int = Field(ge=0, le=1_000_000, description="How many steps to run.")
     sleep: float = Field(0.0, ge=0, le=3600, description="Seconds each step sleeps.")
+    tenant: str | None = Field(
+        None, min_length=1, max_length=100,
+        description="Whose run this is, for concurrency limits (STEPLOG_CONCURRENCY keyed on input.tenant).",
+    )
 
 
 def start(inp: CountdownInput) -> dict:
