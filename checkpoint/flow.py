@@ -34,6 +34,13 @@ def defer(engine: Engine, claim: Claim, worker: Worker, *, reason: str, delay: f
     return row is not None
 
 
+def admit_first(engine: Engine, run_id: str, seq: int, key: str, limit: int) -> bool:
+    """Whether a keyed run's first step should be published now; no: it waits for a slot (its outbox row
+    is a waiter, woken like any other)."""
+    with soft(engine).connect() as conn:
+        return bool(conn.execute(Q["admit_first"], dict(run_id=run_id, seq=seq, key=key, limit=limit)).scalar())
+
+
 def repair(engine: Engine, owner: str) -> list[Dispatch]:
     """Wake waiters of keys that have a free slot nobody was woken for, for ``owner`` to publish."""
     with soft(engine).begin() as conn:
@@ -60,10 +67,3 @@ def throttle_of(engine: Engine, run_id: str) -> dict[str, Any] | None:
         row = conn.execute(Q["run_throttle"], dict(run_id=run_id)).one_or_none()
     return None if row is None else dict(row._mapping)
 
-
-def describe(t: dict[str, Any]) -> str:
-    """``concurrency tenant=acme 3/3`` or ``rate: llm tpm``: what ``show`` prints after ``throttled:``."""
-    if t.get("key"):
-        text = f"{t['reason']} {t['key']} {t['in_flight']}/{t['limit']}"
-        return text + (" (a slot is on its way)" if t.get("woken") else "")
-    return str(t["reason"])

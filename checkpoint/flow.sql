@@ -76,3 +76,8 @@ SELECT o.seq, o.throttle AS reason, o.throttle_key AS key, o.throttled_since AS 
   FROM outbox o JOIN runs r ON r.run_id = o.run_id
  WHERE o.run_id = :run_id AND o.throttle IS NOT NULL
  ORDER BY o.seq DESC LIMIT 1
+
+-- name: admit_first
+-- A keyed run just submitted: its first step joins the key's waiters now if the key is full (or has
+-- waiters ahead of it), so a long queue of one key's runs never reaches the broker.
+SELECT steplog_flow_admit(:run_id, :seq, :key, :limit, false) AS admitted

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from checkpoint import heartbeat, runs, schedules, signals
 from checkpoint.db import after_fork, make_engine
+from checkpoint.flow import admit_first
 from checkpoint.heartbeat import Heartbeat
 from checkpoint.recovery import Sweeper
 from checkpoint.signals import SignalOutcome
@@ -190,7 +191,7 @@ class ProcessRuntime:
         flow = self.concurrency_of(wf.name, data)
         run_id = runs.create(self.engine, wf.name, data, state, submitted_by=submitted_by, tenant=tenant,
                              flow=flow, priority=priority)
-        if publish:
+        if publish and (flow is None or admit_first(self.engine, run_id, runs.FIRST_STEP, *flow)):
             self.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name, priority))
         return run_id
 

@@ -1,0 +1,96 @@
+"""Flow control through real workers: concurrency keys (FIFO waiters woken by freed slots, surviving
+SIGKILL), priorities on the broker message, and why a step waits in `show`."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from tests.support.harness import Fleet, assert_contiguous, cli, wait_for
+
+
+class LeaseSampler(threading.Thread):
+    """Reads every 10 ms how many steps of each concurrency key hold a lease; keeps the maximum."""
+
+    def __init__(self, engine: Any) -> None:
+        super().__init__(daemon=True)
+        self.engine, self.most, self.samples = engine, Counter(), 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        with self.engine.connect() as conn:
+            while not self.stopping.wait(0.01):
+                rows = conn.execute(text(
+                    "SELECT flow_key, count(*) FROM runs WHERE lease_owner IS NOT NULL AND flow_key IS NOT NULL "
+                    "GROUP BY flow_key")).all()
+                conn.commit()
+                self.samples += 1
+                for key, n in rows:
+                    self.most[key] = max(self.most[key], n)
+
+    def __enter__(self) -> LeaseSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.join()
+
+
+def first_step_wait(fleet: Fleet, run_id: str) -> float:
+    """Seconds from a run's submission to its first step's start (both Postgres clock)."""
+    with fleet.engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT extract(epoch FROM min(a.started_at) - r.created_at) FROM runs r "
+            "JOIN step_attempts a ON a.run_id = r.run_id WHERE r.run_id = :r GROUP BY r.created_at"),
+            dict(r=run_id)).scalar_one()
+
+
+def limited(env: dict[str, str], limit: int) -> dict[str, str]:
+    return {**env, "STEPLOG_CONCURRENCY": json.dumps({"countdown": {"key": "input.tenant", "limit": limit}})}
+
+
+def test_a_key_over_its_limit_waits_holding_no_worker_and_show_says_why(fast_env, tmp_path):
+    """Limit 2 for tenant a, 3 workers: never more than 2 of a's steps hold a lease; the third worker
+    takes b's steps meanwhile; a throttled run's `show` names the key and its count; every run completes."""
+    env = limited(fast_env, 2)
+    fleet = Fleet(env, tmp_path)
+    try:
+        for _ in range(3):
+            fleet.start()
+        with LeaseSampler(fleet.engine) as sampler:
+            a_runs = [fleet.submit("countdown", {"steps": 3, "sleep": 0.3, "tenant": "a"}) for _ in range(6)]
+            shown = wait_for(lambda: next((r for r in a_runs if "concurrency tenant=a 2/2" in
+                                           cli(env, "show", r).stdout), None), timeout=30, what="a throttled run")
+            assert shown
+
+            def throttled_doc():
+                for r in a_runs:
+                    doc = json.loads(cli(env, "show", r, "--json").stdout)
+                    if doc["throttled"]:
+                        return doc
+                return None
+
+            doc = wait_for(throttled_doc, timeout=30, what="a throttled run's show --json")
+            b_run = fleet.submit("countdown", {"steps": 3, "sleep": 0.3, "tenant": "b"})
+            for run_id in a_runs + [b_run]:
+                assert fleet.wait_finished(run_id, timeout=120)["status"] == "succeeded"
+                assert_contiguous(fleet.events(run_id))
+        t = doc["throttled"]
+        assert (t["reason"], t["key"], t["limit"], t["due_at"]) == ("concurrency", "tenant=a", 2, None), t
+        assert t["text"].startswith("concurrency tenant=a ") and doc["in_flight"] is None
+        assert sampler.most["tenant=a"] == 2 and sampler.most["tenant=b"] == 1, sampler.most
+        # b did not queue behind a's 18 steps: its first step started within a step or two of submission
+        assert first_step_wait(fleet, b_run) < 3 * 0.3 * 3
+        with fleet.engine.connect() as conn:
+            left = conn.execute(text("SELECT count(*) FROM outbox")).scalar_one()
+            slots = conn.execute(text("SELECT count(*) FROM runs WHERE flow_slot")).scalar_one()
+        assert (left, slots) == (0, 0)
+    finally:
+        fleet.close()
