@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from tasks.workflow import Continue, Finish, StepContext, Workflow
 
@@ -18,6 +18,13 @@ class CountdownInput(BaseModel):
         None, min_length=1, max_length=100,
         description="Whose run this is, for concurrency limits (STEPLOG_CONCURRENCY keyed on input.tenant).",
     )
+
+    @model_serializer(mode="wrap")
+    def _without_no_tenant(self, handler):  # a run's input shows a tenant only when it has one
+        data = handler(self)
+        if data.get("tenant") is None:
+            data.pop("tenant", None)
+        return data
 
 
 def start(inp: CountdownInput) -> dict:

@@ -94,3 +94,50 @@ def test_a_key_over_its_limit_waits_holding_no_worker_and_show_says_why(fast_env
         assert (left, slots) == (0, 0)
     finally:
         fleet.close()
+
+
+def _decide(request):
+    from tests.support.fake_llm import text, tool_call
+
+    if any(m.get("role") == "tool" for m in request.messages):
+        return text("noted [jot]", usage={"prompt_tokens": 0, "completion_tokens": 20, "total_tokens": 20})
+    return tool_call("jot", {"text": "hello"}, usage={"prompt_tokens": 0, "completion_tokens": 20, "total_tokens": 20})
+
+
+def test_llm_limits_hold_fleet_wide_without_a_429_or_a_sleeping_worker(fast_env, fake_llm, tmp_path):
+    """A provider allowing 60 requests and 40,000 tokens per (compressed) minute; 8 worker processes,
+    150 agent runs of two model decisions each (300 reasoning steps): no 429 reaches a step, the request
+    limit is used to at least 90% in every full window, and no step waited for budget inside its worker
+    (every attempt is far shorter than a window: a step without budget is deferred, not slept on)."""
+    window = 8.0  # a compressed minute: 7.5 requests a second is what 8 workers sustain on a loaded 2-core machine
+    fake_llm.enforce(rpm=60, tpm=40_000, window=window).script(_decide)
+    env = {**fast_env, "STEPLOG_WORKFLOW_MODULES": "tests.support.flow_agents",
+           "STEPLOG_LLM_BASE_URL": fake_llm.url, "STEPLOG_LLM_MODEL": "fake-model",
+           "STEPLOG_LLM_RPM": "60", "STEPLOG_LLM_TPM": "40000", "STEPLOG_RATE_WINDOW_SECONDS": str(window),
+           "STEPLOG_SWEEP_SECONDS": "0.1"}
+    fleet = Fleet(env, tmp_path)
+    try:
+        workers = [fleet.start(wait=False) for _ in range(8)]
+        for w in workers:
+            fleet.wait_ready(w, timeout=120)
+        runs = [fleet.submit("limited_llm", {"task": f"note {i}"}, publish=False) for i in range(150)]
+        for run_id in runs:  # all at once: the fleet is saturated from the first window
+            fleet.publish(run_id, 2, "limited_llm")
+        for run_id in runs:
+            run = fleet.wait_finished(run_id, timeout=300)
+            assert run["status"] == "succeeded", run["error"]
+            assert_contiguous(fleet.events(run_id))
+        assert fake_llm.rejected == 0
+        served = sorted(at for at, _ in fake_llm.served)
+        assert len(served) == 300
+        start, end = served[0], served[-1]
+        full = int((end - start) // window)  # windows that ended before the last request
+        assert full >= 3, "the limit did not bind"
+        counts = [sum(1 for at in served if start + k * window <= at < start + (k + 1) * window) for k in range(full)]
+        assert max(counts) <= 60 and sum(counts) / (60 * full) >= 0.9, counts
+        with fleet.engine.connect() as conn:
+            longest = conn.execute(text("SELECT max(step_ms) FROM step_attempts WHERE outcome = 'committed'")).scalar_one()
+        assert longest < window * 1000 / 2, f"a step ran {longest} ms: it waited inside its worker"
+        assert sum("throttled (rate: llm rpm)" in w.log() for w in fleet.workers) >= 1
+    finally:
+        fleet.close()
