@@ -1,10 +1,11 @@
 -- A fleet-wide sliding-window rate limit (checkpoint/limiter.py): one log of reservations per limit,
 -- each with a time (the score) and a cost in units (tokens; 0 for a limit on requests alone).
--- KEYS[1]: the log (sorted set, id -> time); KEYS[2]: the costs (hash, id -> units);
--- KEYS[3]: blocked until (a provider's 429 with Retry-After), a time; KEYS[4]: the next free turn of
--- a caller turned away (a time): each one turned away is given its own turn, one interval (window /
--- limit) after the last one given, so deferred steps come back spread at the rate the limit allows
--- instead of all at the moment the oldest reservation leaves the window.
+-- KEYS[1]: the log (sorted set, entry -> time); KEYS[2]: the costs (hash, entry -> units);
+-- KEYS[3]: blocked until (a provider's 429 with Retry-After), a time;
+-- KEYS[4]: the turns (sorted set, caller -> due time) of callers turned away, and KEYS[5] why.
+-- A caller turned away gets a turn one interval (window / limit) after the last turn given, so the
+-- steps deferred come back spread at the rate the limit allows, not all at once; while turns are
+-- given out, a newcomer joins the end of the line instead of taking the room a turn-holder waits for.
 -- ARGV[1]: the operation: reserve | settle | block | usage. Times come from Redis's own clock, so
 -- every worker shares one clock. Numbers are returned as strings (Lua numbers would be truncated).
 local t = redis.call('TIME')
@@ -17,14 +18,8 @@ local function expire(window)
     redis.call('HDEL', KEYS[2], unpack(old))
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
   end
-end
-
-local function turn(wait, interval, window)
-  -- The caller's turn: when room frees (now + wait), or after the turns already given, if later.
-  local nxt = tonumber(redis.call('GET', KEYS[4]) or '0')
-  local due = math.max(now + wait, nxt)
-  redis.call('SET', KEYS[4], tostring(due + interval), 'PX', math.ceil((due + interval - now + window) * 1000))
-  return tostring(due - now)
+  -- Turn-holders a window late never came back (their run ended): their turns lapse.
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - window)
 end
 
 local function used()
@@ -33,18 +28,39 @@ local function used()
   return total
 end
 
+local function give_turn(caller, kind, wait, interval, window)
+  local last = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
+  local due = now + wait
+  if #last > 0 and tonumber(last[2]) + interval > due then due = tonumber(last[2]) + interval end
+  redis.call('ZADD', KEYS[4], due, caller)
+  redis.call('SET', KEYS[5], kind)
+  local ttl = math.ceil((due - now + window * 2) * 1000)
+  redis.call('PEXPIRE', KEYS[4], ttl)
+  redis.call('PEXPIRE', KEYS[5], ttl)
+  return {'0', kind, tostring(due - now)}
+end
+
 if op == 'reserve' then
-  -- ARGV: window, request limit (0: none), unit limit (0: none), units, id
-  local window, rlim, ulim, units, id = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+  -- ARGV: window, request limit (0: none), unit limit (0: none), units, caller (a step: its turn), entry
+  local window, rlim, ulim, units = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+  local caller, entry = ARGV[6], ARGV[7]
+  if ulim > 0 and units > ulim then units = ulim end
+  local interval = (rlim > 0) and (window / rlim) or (window * units / ulim)
   local blocked = tonumber(redis.call('GET', KEYS[3]) or '0')
   if blocked > now then return {'0', 'blocked', tostring(blocked - now)} end
   expire(window)
+  local mine = redis.call('ZSCORE', KEYS[4], caller)
+  if mine then
+    if tonumber(mine) > now + 0.01 then return {'0', redis.call('GET', KEYS[5]) or 'requests', tostring(tonumber(mine) - now)} end
+    redis.call('ZREM', KEYS[4], caller)  -- its turn: it goes before any newcomer
+  elseif redis.call('ZCARD', KEYS[4]) > 0 then
+    return give_turn(caller, redis.call('GET', KEYS[5]) or 'requests', 0, interval, window)
+  end
   if rlim > 0 and redis.call('ZCARD', KEYS[1]) >= rlim then
     local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    return {'0', 'requests', turn(tonumber(first[2]) + window - now, window / rlim, window)}
+    return give_turn(caller, 'requests', tonumber(first[2]) + window - now, interval, window)
   end
   if ulim > 0 then
-    if units > ulim then units = ulim end
     local total = used()
     if total + units > ulim then
       -- How long until enough of the oldest reservations leave the window.
@@ -54,22 +70,22 @@ if op == 'reserve' then
         freed = freed + tonumber(redis.call('HGET', KEYS[2], entries[i]) or '0')
         if total - freed + units <= ulim then wait = tonumber(entries[i + 1]) + window - now; break end
       end
-      return {'0', 'units', turn(wait, window * units / ulim, window)}
+      return give_turn(caller, 'units', wait, interval, window)
     end
   end
-  redis.call('ZADD', KEYS[1], now, id)
-  redis.call('HSET', KEYS[2], id, units)
+  redis.call('ZADD', KEYS[1], now, entry)
+  redis.call('HSET', KEYS[2], entry, units)
   local ttl = math.ceil(window * 2000)
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   return {'1', 'ok', '0'}
 elseif op == 'settle' then
-  -- ARGV: id, units. The reservation's real cost, counted from now (the provider saw the request
+  -- ARGV: entry, units. The reservation's real cost, counted from now (the provider saw the request
   -- after the reservation was made: restamping keeps this log at least as strict as the provider's).
-  local id, units = ARGV[2], tonumber(ARGV[3])
-  if redis.call('ZSCORE', KEYS[1], id) then
-    redis.call('ZADD', KEYS[1], now, id)
-    redis.call('HSET', KEYS[2], id, units)
+  local entry, units = ARGV[2], tonumber(ARGV[3])
+  if redis.call('ZSCORE', KEYS[1], entry) then
+    redis.call('ZADD', KEYS[1], now, entry)
+    redis.call('HSET', KEYS[2], entry, units)
   end
   return {'1', 'ok', '0'}
 elseif op == 'block' then
@@ -81,8 +97,9 @@ elseif op == 'block' then
   end
   return {'1', 'ok', '0'}
 else
-  -- usage: ARGV: window. Requests and units in the window now, and seconds still blocked.
+  -- usage: ARGV: window. Requests and units in the window now, seconds still blocked, turns given out.
   expire(tonumber(ARGV[2]))
   local blocked = tonumber(redis.call('GET', KEYS[3]) or '0')
-  return {tostring(redis.call('ZCARD', KEYS[1])), tostring(used()), tostring(math.max(blocked - now, 0))}
+  return {tostring(redis.call('ZCARD', KEYS[1])), tostring(used()), tostring(math.max(blocked - now, 0)),
+          tostring(redis.call('ZCARD', KEYS[4]))}
 end

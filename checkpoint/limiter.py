@@ -47,7 +47,7 @@ class Limit:
         return self.reasons.get(kind) or f"rate: {self.name} {kind}"
 
     def keys(self) -> list[str]:
-        return [redis_keys.rate(self.name, part) for part in ("log", "cost", "blocked", "next")]
+        return [redis_keys.rate(self.name, part) for part in ("log", "cost", "blocked", "turns", "turn-kind")]
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,18 @@ class RateLimiter:
     def from_url(cls, url: str) -> RateLimiter:
         return cls(redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2))
 
-    def reserve(self, limit: Limit, units: int = 0) -> Reservation | None:
+    def reserve(self, limit: Limit, units: int = 0, *, caller: str | None = None) -> Reservation | None:
         """Take one request and ``units`` from ``limit``; :class:`Throttled` when there is no room (or a
-        provider asked to wait). None when Redis is unreachable (the call goes ahead unlimited)."""
+        provider asked to wait). None when Redis is unreachable (the call goes ahead unlimited).
+
+        ``caller`` names who asks, the same each time it comes back (a step: ``run_id:seq``): one
+        turned away is given a turn, and on its return goes before newcomers."""
         rid = secrets.token_hex(8)
         try:
             self._announce(limit)
             ok, kind, wait = self._script(keys=limit.keys(), args=[
-                "reserve", limit.window, limit.requests or 0, limit.units or 0, max(int(units), 0), rid])
+                "reserve", limit.window, limit.requests or 0, limit.units or 0, max(int(units), 0),
+                caller or rid, rid])
         except redis.RedisError as exc:
             log.warning("rate limit %s not checked (Redis: %s); the call goes ahead", limit.name, exc)
             return None
@@ -102,8 +106,9 @@ class RateLimiter:
 
     def usage(self, limit: Limit) -> dict[str, Any]:
         """``{"requests", "units", "blocked_seconds"}`` in the window now."""
-        n, units, blocked = self._script(keys=limit.keys(), args=["usage", limit.window])
-        return {"requests": int(n), "units": int(float(units)), "blocked_seconds": round(float(blocked), 3)}
+        n, units, blocked, turns = self._script(keys=limit.keys(), args=["usage", limit.window])
+        return {"requests": int(n), "units": int(float(units)), "blocked_seconds": round(float(blocked), 3),
+                "waiting": int(turns)}
 
     def known(self) -> list[dict[str, Any]]:
         """Every limit used since Redis started, with its usage now: what ``steplog limits`` lists."""
@@ -115,7 +120,8 @@ class RateLimiter:
             out.append({"name": limit.name, "window_seconds": limit.window,
                         "requests": now["requests"], "requests_limit": limit.requests,
                         "units": now["units"], "units_limit": limit.units,
-                        "blocked_seconds": now["blocked_seconds"], "reasons": d.get("reasons") or {}})
+                        "blocked_seconds": now["blocked_seconds"], "waiting": now["waiting"],
+                        "reasons": d.get("reasons") or {}})
         return out
 
     def _announce(self, limit: Limit) -> None:

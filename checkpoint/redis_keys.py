@@ -72,7 +72,7 @@ def dead_letter_count(queue: str) -> str:
 
 def rate(name: str, part: str) -> str:
     """One fleet-wide rate limit's state (checkpoint/limiter.py), ``part`` being ``log``, ``cost``,
-    ``blocked`` or ``next``: ``steplog:rate:{digest}:{part}``, the digest standing for the limit's name (a model
+    ``blocked``, ``turns`` or ``turn-kind``: ``steplog:rate:{digest}:{part}``, the digest standing for the limit's name (a model
     endpoint's URL and model, a tool and its key value), which may hold any character."""
     digest = hashlib.sha256(name.encode()).hexdigest()[:32]
     return f"{PREFIX}rate:{digest}:{_part('part', part)}"

@@ -220,7 +220,8 @@ class ToolRuntime:
             return
         rate = tool.rate
         name = rate.name_for(tool.name, data if isinstance(data, dict) else {})
-        rates.reserve(Limit(name, float(rate.per_seconds), rate.limit, None, {"requests": f"rate: {name}"}))
+        rates.reserve(Limit(name, float(rate.per_seconds), rate.limit, None, {"requests": f"rate: {name}"}),
+                      caller=f"{self.run_id}:{self.seq}")
 
     def _rejected(self, name: str, args: Any, exc: ToolError) -> ToolOutcome:
         """A call refused before execution: an error outcome, audited in the ledger by a key of its raw input."""

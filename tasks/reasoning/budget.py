@@ -20,6 +20,7 @@ from typing import Any
 from checkpoint import limiter
 from checkpoint.errors import Throttled
 from checkpoint.limiter import Limit, Reservation
+from tasks import logcontext
 
 CHARS_PER_TOKEN = 3
 #: How long the endpoint is blocked after a 429 that names no Retry-After (seconds).
@@ -56,7 +57,9 @@ class Budget:
         return prompt // CHARS_PER_TOKEN + int(answer)
 
     def reserve(self, body: Mapping[str, Any]) -> Reservation | None:
-        return self.rates.reserve(self.limit, self.estimate(body) if self.limit.units else 0)
+        step = logcontext.current()
+        caller = f"{step['run_id']}:{step['seq']}" if step.get("run_id") else None  # the step, for its turn
+        return self.rates.reserve(self.limit, self.estimate(body) if self.limit.units else 0, caller=caller)
 
     def settle(self, reservation: Reservation | None, answer: Mapping[str, Any]) -> None:
         usage = answer.get("usage") if isinstance(answer, Mapping) else None
