@@ -181,3 +181,67 @@ def test_tenants_keep_their_limit_through_sigkills_and_a_small_tenant_is_not_sta
         assert done >= 10
     finally:
         fleet.close()
+
+
+def test_recoveries_outrank_every_run_priority_on_both_brokers():
+    from workers.celeryconfig import step_priority
+    from workers.settings import Settings
+
+    for url, first in (("redis://localhost:1/0", min), ("amqp://guest@localhost//", max)):
+        s = Settings(broker_url=url)
+        ranks = [step_priority(s, "normal", p) for p in range(10)]
+        urgent = step_priority(s, "urgent", 9)
+        assert first(ranks + [urgent]) == urgent and urgent not in ranks  # recoveries first, always
+        assert first(ranks) == ranks[9] and ranks[9] != ranks[0]  # priority 9 before priority 0
+        assert step_priority(s, "turn", 0) == step_priority(s, "normal", 6)
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_a_priority_9_run_starts_within_a_second_behind_5000_queued_steps(broker, fast_env, tmp_path):
+    """5,000 priority-0 steps queued on the broker, one worker taking them; `submit --priority 9` starts
+    its run's first step within a second of its submission, ahead of every one still queued."""
+    import uuid
+
+    from checkpoint import runs
+    from checkpoint.steps import Dispatch
+    from tests.support.servers import AMQP_URL
+
+    # The lost-dispatch backstop would re-send a backlog older than it, urgently (ahead of any priority):
+    # this queue takes longer than fast_env's 3 s to drain.
+    env = {**fast_env, "STEPLOG_REDISPATCH_SECONDS": "600"}
+    if broker == "rabbitmq":
+        env.update(STEPLOG_BROKER_URL=AMQP_URL, STEPLOG_QUEUE=f"steplog-flow-{uuid.uuid4().hex[:8]}")
+    fleet = Fleet(env, tmp_path)
+    try:
+        with fleet.engine.begin() as conn:
+            queued = [runs.create_in(conn, "countdown", {"steps": 1, "sleep": 0.0}, {"remaining": 1}, submitted_by="test")
+                      for _ in range(5000)]
+        if broker == "rabbitmq":
+            fleet.start()  # declares the queue (RabbitMQ drops what is sent to no queue)
+        for run_id in queued:
+            fleet.app.steplog.publish(Dispatch(run_id, 2, "countdown", 0))
+        if broker == "redis":
+            fleet.start()
+        def succeeded() -> int:
+            with fleet.engine.connect() as conn:
+                return conn.execute(text("SELECT count(*) FROM runs WHERE status = 'succeeded'")).scalar_one()
+
+        wait_for(lambda: succeeded() >= 100, timeout=120, what="the worker under way")
+        done = cli(env, "submit", "countdown", "--input", '{"steps": 1}', "--priority", "9")
+        assert done.returncode == 0, done.stderr
+        run_id = done.stdout.strip()
+        assert fleet.wait_finished(run_id, timeout=60)["status"] == "succeeded"
+        with fleet.engine.connect() as conn:
+            behind = conn.execute(text("SELECT count(*) FROM runs r WHERE r.status <> 'succeeded' OR "
+                                       "r.updated_at > (SELECT updated_at FROM runs WHERE run_id = :r)"),
+                                  dict(r=run_id)).scalar_one()
+            assert conn.execute(text("SELECT priority FROM runs WHERE run_id = :r"), dict(r=run_id)).scalar_one() == 9
+        assert behind > 1000, "the priority-9 run did not overtake the queue"
+        assert first_step_wait(fleet, run_id) < 1.0
+    finally:
+        fleet.close()
+        if broker == "rabbitmq":
+            from kombu import Connection
+
+            with Connection(AMQP_URL) as conn:
+                conn.default_channel.queue_delete(env["STEPLOG_QUEUE"])
