@@ -67,12 +67,13 @@ SELECT throttle AS reason, count(*) AS queued, min(available_at) AS next_due
  GROUP BY throttle ORDER BY throttle
 
 -- name: run_throttle
--- Why a run's next step waits, if it is throttled: the reason, and for a concurrency key its count.
+-- Why a run's next step waits, if it is throttled: the reason, and for a concurrency key its slots taken
+-- (held, or handed to a woken step on its way).
 SELECT o.seq, o.throttle AS reason, o.throttle_key AS key, o.throttled_since AS since,
        CASE WHEN o.available_at = 'infinity' THEN NULL ELSE o.available_at END AS due_at,
        (o.throttle_key IS NOT NULL AND o.dispatched_at IS NOT NULL) AS woken,
        r.flow_limit AS "limit",
-       (SELECT count(*) FROM runs x WHERE x.flow_key = o.throttle_key AND x.flow_slot) AS in_flight
+       CASE WHEN o.throttle_key IS NOT NULL THEN steplog_flow_busy(o.throttle_key, '', 0) END AS in_flight
   FROM outbox o JOIN runs r ON r.run_id = o.run_id
  WHERE o.run_id = :run_id AND o.throttle IS NOT NULL
  ORDER BY o.seq DESC LIMIT 1

@@ -141,6 +141,15 @@ def approvals(request: Request, limit: int = Query(100, ge=1, le=1000),
     return inbox(_api(request), who, limit)
 
 
+@router.get("/limits")
+def limits(request: Request, who: access.Principal = Depends(allowed("admin"))) -> dict[str, Any]:
+    """As `steplog limits --json`: every concurrency key (of every tenant, hence admins only) and rate limit."""
+    from workers.limits import snapshot
+
+    api = _api(request)
+    return snapshot(api.engine, api.settings.redis_url)
+
+
 @router.get("/runs/{run_id}/events")
 async def events(
     run_id: str, request: Request, who: access.Principal = Depends(allowed("read")),
