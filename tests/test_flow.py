@@ -256,3 +256,29 @@ def test_a_priority_9_run_starts_within_a_second_behind_5000_queued_steps(broker
 
             with Connection(AMQP_URL) as conn:
                 conn.default_channel.queue_delete(env["STEPLOG_QUEUE"])
+
+
+def test_a_tool_rate_defers_steps_fleet_wide(fast_env, tmp_path):
+    """`ping_api` allows 5 calls a second per text (Rate(5, 1.0, key="args.text")): 15 runs calling it on 2
+    workers execute it at most 5 times in any second, each call once (a deferred step counted no
+    attempt), and steps over the rate were deferred, not failed."""
+    env = {**fast_env, "STEPLOG_WORKFLOW_MODULES": "tests.support.flow_agents", "STEPLOG_SWEEP_SECONDS": "0.1"}
+    fleet = Fleet(env, tmp_path)
+    try:
+        fleet.start()
+        fleet.start()
+        runs = [fleet.submit("rated_tool", {"task": "go"}) for _ in range(15)]
+        for run_id in runs:
+            run = fleet.wait_finished(run_id, timeout=120)
+            assert run["status"] == "succeeded", run["error"]
+            assert_contiguous(fleet.events(run_id))
+        with fleet.engine.connect() as conn:
+            rows = conn.execute(text("SELECT started_at, attempts FROM tool_ledger WHERE tool = 'ping_api' "
+                                     "ORDER BY started_at")).all()
+        assert len(rows) == 15 and {r.attempts for r in rows} == {1}
+        times = [r.started_at.timestamp() for r in rows]
+        # (Postgres stamps the ledger a moment after Redis granted the call: 0.9 s of slack for that.)
+        assert max(sum(1 for u in times if t <= u < t + 0.9) for t in times) <= 5
+        assert sum("throttled (rate: tool ping_api text=x)" in w.log() for w in fleet.workers) >= 1
+    finally:
+        fleet.close()
