@@ -4,6 +4,12 @@
 -- Whether a lease is free (nobody holds it, its hard deadline passed, or its owner stopped
 -- heart-beating for :lease_seconds) is one SQL function, steplog_lease_free, and whether a process is
 -- dead is steplog_owner_dead; both are created by migration 0006.
+--
+-- Flow control (migration 0011): a run with a concurrency key is admitted by steplog_flow_admit inside
+-- the claim (over the limit: not claimed, its dispatch waits for a slot); a commit, retry or failure
+-- that frees its slot wakes the key's oldest waiter with steplog_flow_wake in the same statement, and
+-- returns it (woke_*) for the committing worker to publish. Queries that return dispatches return
+-- the run's priority too.
 
 -- name: register_proc
 INSERT INTO worker_procs (id, worker, pid) VALUES (:id, :worker, :pid)
@@ -18,8 +24,8 @@ DELETE FROM worker_procs WHERE heartbeat_at < now() - interval '1 hour'
 
 -- name: create_run
 WITH run AS (
-  INSERT INTO runs (run_id, workflow, input, status, next_seq, tenant)
-  VALUES (:run_id, :workflow, CAST(:input AS jsonb), 'queued', 2, :tenant)
+  INSERT INTO runs (run_id, workflow, input, status, next_seq, tenant, flow_key, flow_limit, priority)
+  VALUES (:run_id, :workflow, CAST(:input AS jsonb), 'queued', 2, :tenant, :flow_key, :flow_limit, :priority)
   RETURNING run_id
 ), ev AS (
   INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
@@ -37,11 +43,13 @@ WITH claimed AS (
   UPDATE runs r
      SET status = 'running', attempt = r.attempt + 1, lease_owner = :owner,
          lease_started_at = now(), lease_expires_at = now() + (:deadline * interval '1 second'),
-         updated_at = now()
+         updated_at = now(), flow_slot = (r.flow_key IS NOT NULL)
    WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.status IN ('queued', 'running')
      AND r.cancel_requested_by IS NULL
      AND steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds)
-  RETURNING r.run_id, r.workflow, r.input, r.attempt, set_config('synchronous_commit', 'off', true) AS async_commit
+     AND (r.flow_key IS NULL OR steplog_flow_admit(r.run_id, :seq, r.flow_key, r.flow_limit, r.flow_slot))
+  RETURNING r.run_id, r.workflow, r.input, r.attempt, r.priority,
+            set_config('synchronous_commit', 'off', true) AS async_commit
 ), consumed AS (
   DELETE FROM outbox o USING claimed c WHERE o.run_id = c.run_id AND o.seq = :seq
   RETURNING o.dispatched_at
@@ -54,13 +62,17 @@ WITH claimed AS (
 )
 SELECT c.workflow, c.input, c.attempt, e.state,
        CASE WHEN e.type IN ('signal', 'timed_out', 'woke') THEN jsonb_build_object('type', e.type, 'payload', e.payload) END,
-       (SELECT extract(epoch FROM now() - d.dispatched_at)::float8 FROM consumed d) AS queue_wait
+       (SELECT extract(epoch FROM now() - d.dispatched_at)::float8 FROM consumed d) AS queue_wait,
+       c.priority
   FROM claimed c JOIN events e ON e.run_id = c.run_id AND e.seq = :seq - 1
 
 -- name: run_position
--- Why a claim found nothing to do: the step is done, the run is over, or a live worker holds it.
+-- Why a claim found nothing to do: the step is done, the run is over, a live worker holds it, or
+-- (throttled) step :seq waits for a concurrency slot.
 SELECT r.status, r.next_seq, r.cancel_requested_by,
-       steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds) AS lease_free
+       steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds) AS lease_free,
+       EXISTS (SELECT 1 FROM outbox o WHERE o.run_id = r.run_id AND o.seq = :seq
+                  AND o.throttle_key IS NOT NULL AND o.dispatched_at IS NULL) AS throttled
   FROM runs r WHERE r.run_id = :run_id
 
 -- name: commit_step
@@ -76,9 +88,10 @@ WITH adv AS (
          wait_signal = CASE WHEN :status = 'waiting' THEN CAST(:wait_signal AS text) END,
          wait_since = CASE WHEN :status = 'waiting' THEN now() END,
          wait_until = CASE WHEN :status = 'waiting' THEN CAST(:wait_until AS timestamptz) END,
-         lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
+         lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now(),
+         flow_slot = false
    WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.lease_owner = :owner AND r.attempt = :attempt
-  RETURNING r.run_id, r.status, r.cancel_requested_by
+  RETURNING r.run_id, r.status, r.cancel_requested_by, r.flow_key
 ), ev AS (
   INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
   SELECT run_id, :seq, :type, CAST(:state AS jsonb), CAST(:payload AS jsonb), :worker, :pid, :attempt FROM adv
@@ -93,34 +106,44 @@ WITH adv AS (
 ), att AS (
   UPDATE step_attempts SET outcome = 'committed', finished_at = now(), step_ms = :step_ms
    WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND EXISTS (SELECT 1 FROM adv)
+), freed AS (
+  SELECT w.* FROM adv, steplog_flow_wake(adv.flow_key, :owner, 1) w
 )
-SELECT status FROM adv
+SELECT adv.status, f.run_id AS woke_run_id, f.seq AS woke_seq, f.workflow AS woke_workflow, f.priority AS woke_priority
+  FROM adv LEFT JOIN freed f ON true
 
 -- name: retry_step
 -- A failed attempt hands the step back: release the lease and queue the same step after a delay.
 -- The sweeper publishes it when it is due, so the delay lives in Postgres, not in a broker countdown.
 WITH rel AS (
-  UPDATE runs r SET lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
+  UPDATE runs r SET lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now(),
+                    flow_slot = false
    WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.lease_owner = :owner AND r.attempt = :attempt
-  RETURNING r.run_id
+  RETURNING r.run_id, r.flow_key
 ), att AS (
   UPDATE step_attempts SET outcome = :outcome, error = CAST(:error AS jsonb), finished_at = now()
    WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND EXISTS (SELECT 1 FROM rel)
+), q AS (
+  INSERT INTO outbox (run_id, seq, owner, available_at, dispatched_at)
+  SELECT run_id, :seq, NULL, now() + (:delay * interval '1 second'), NULL FROM rel
+  ON CONFLICT (run_id, seq) DO UPDATE
+     SET available_at = EXCLUDED.available_at, dispatched_at = NULL, owner = NULL
+  RETURNING run_id
+), freed AS (
+  SELECT w.* FROM rel, steplog_flow_wake(rel.flow_key, :owner, 1) w
 )
-INSERT INTO outbox (run_id, seq, owner, available_at, dispatched_at)
-SELECT run_id, :seq, NULL, now() + (:delay * interval '1 second'), NULL FROM rel
-ON CONFLICT (run_id, seq) DO UPDATE
-   SET available_at = EXCLUDED.available_at, dispatched_at = NULL, owner = NULL
-RETURNING run_id
+SELECT q.run_id, f.run_id AS woke_run_id, f.seq AS woke_seq, f.workflow AS woke_workflow, f.priority AS woke_priority
+  FROM q LEFT JOIN freed f ON true
 
 -- name: fail_run
 -- The last allowed attempt failed: the run ends `failed`, its event lists every attempt.
 WITH adv AS (
   UPDATE runs r
      SET status = 'failed', error = CAST(:error AS jsonb), next_seq = :seq + 1, attempt = 0,
-         lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
+         lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now(),
+         flow_slot = false
    WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.lease_owner = :owner AND r.attempt = :attempt
-  RETURNING r.run_id
+  RETURNING r.run_id, r.flow_key
 ), att AS (
   UPDATE step_attempts SET outcome = 'failed', error = CAST(:error AS jsonb), finished_at = now()
    WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND EXISTS (SELECT 1 FROM adv)
@@ -131,14 +154,19 @@ WITH adv AS (
            'error', CASE WHEN a.attempt = :attempt THEN CAST(:error AS jsonb) ELSE a.error END,
            'started_at', a.started_at) ORDER BY a.attempt), '[]'::jsonb) AS list
     FROM step_attempts a WHERE a.run_id = :run_id AND a.seq = :seq
+), ev AS (
+  INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
+  SELECT adv.run_id, :seq, 'failed',
+         (SELECT e.state FROM events e WHERE e.run_id = :run_id AND e.seq = :seq - 1),
+         jsonb_build_object('error', CAST(:error AS jsonb), 'attempts', attempts.list),
+         :worker, :pid, :attempt
+    FROM adv, attempts
+  RETURNING seq
+), freed AS (
+  SELECT w.* FROM adv, steplog_flow_wake(adv.flow_key, :owner, 1) w
 )
-INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
-SELECT adv.run_id, :seq, 'failed',
-       (SELECT e.state FROM events e WHERE e.run_id = :run_id AND e.seq = :seq - 1),
-       jsonb_build_object('error', CAST(:error AS jsonb), 'attempts', attempts.list),
-       :worker, :pid, :attempt
-  FROM adv, attempts
-RETURNING seq
+SELECT ev.seq, f.run_id AS woke_run_id, f.seq AS woke_seq, f.workflow AS woke_workflow, f.priority AS woke_priority
+  FROM ev LEFT JOIN freed f ON true
 
 -- name: release_lease
 -- Best effort after a database error in the commit: hand the step back at once, not at the deadline.
@@ -163,7 +191,8 @@ WITH adv AS (
   UPDATE runs r
      SET status = 'cancelled', next_seq = r.next_seq + 1, attempt = 0,
          lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now(),
-         wait_signal = NULL, wait_since = NULL, wait_until = NULL
+         wait_signal = NULL, wait_since = NULL, wait_until = NULL,
+         flow_slot = false  -- its key's next waiter is woken by the sweeper's flow repair
    WHERE r.run_id = :run_id AND r.status IN ('queued', 'running', 'waiting') AND r.cancel_requested_by IS NOT NULL
      AND steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds)
   RETURNING r.run_id, r.next_seq - 1 AS seq, r.cancel_requested_by
@@ -183,6 +212,7 @@ RETURNING seq
 -- name: sweep_lost_leases
 -- Steps whose worker process went silent or that overran their deadline: release the lease and
 -- dispatch the step again. SKIP LOCKED lets every worker sweep at once, each run handled once.
+-- A keyed run keeps its concurrency slot: the step taken over runs in it.
 WITH lost AS (
   SELECT r.run_id, r.next_seq, r.attempt, (r.lease_expires_at < now()) AS overran
     FROM runs r
@@ -193,7 +223,7 @@ WITH lost AS (
 ), rel AS (
   UPDATE runs r SET lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
     FROM lost WHERE r.run_id = lost.run_id
-  RETURNING r.run_id, r.next_seq, r.workflow, lost.attempt, lost.overran
+  RETURNING r.run_id, r.next_seq, r.workflow, r.priority, lost.attempt, lost.overran
 ), att AS (
   UPDATE step_attempts a
      SET outcome = CASE WHEN rel.overran THEN 'timed_out' ELSE 'lost' END, finished_at = now(),
@@ -208,7 +238,7 @@ WITH lost AS (
   SELECT run_id, next_seq, :owner, now() FROM rel
   ON CONFLICT (run_id, seq) DO UPDATE SET owner = EXCLUDED.owner, dispatched_at = now(), available_at = now()
 )
-SELECT run_id, next_seq AS seq, workflow FROM rel
+SELECT run_id, next_seq AS seq, workflow, priority FROM rel
 
 -- name: sweep_outbox
 -- Dispatches that are due and not known to be in flight: never published (a delayed retry),
@@ -233,7 +263,7 @@ WITH due AS (
 UPDATE outbox o SET dispatched_at = now(), owner = :owner
   FROM due, runs r
  WHERE o.run_id = due.run_id AND o.seq = due.seq AND r.run_id = o.run_id
-RETURNING o.run_id, o.seq, r.workflow
+RETURNING o.run_id, o.seq, r.workflow, r.priority
 
 -- name: resend_dispatched_before
 -- The broker lost its data (checkpoint/broker_epoch.py): every dispatch published before the new
@@ -249,7 +279,7 @@ WITH lost AS (
 UPDATE outbox o SET dispatched_at = now(), owner = :owner
   FROM lost, runs r
  WHERE o.run_id = lost.run_id AND o.seq = lost.seq AND r.run_id = o.run_id
-RETURNING o.run_id, o.seq, r.workflow
+RETURNING o.run_id, o.seq, r.workflow, r.priority
 
 -- name: clock
 SELECT clock_timestamp() AS now
@@ -257,7 +287,7 @@ SELECT clock_timestamp() AS now
 -- name: get_run
 SELECT run_id, workflow, status, input, result, error, next_seq, attempt, lease_owner,
        lease_started_at, lease_expires_at, cancel_requested_by, archive, created_at, updated_at,
-       wait_signal, wait_since, wait_until, tenant
+       wait_signal, wait_since, wait_until, tenant, flow_key, flow_limit, priority
   FROM runs WHERE run_id = :run_id
 
 -- name: run_version
@@ -356,11 +386,11 @@ WITH w AS (
   UPDATE runs r SET status = 'queued', next_seq = w.next_seq + 1, wait_signal = NULL, wait_since = NULL,
                     wait_until = NULL, updated_at = now()
     FROM w, sig WHERE r.run_id = w.run_id
-  RETURNING r.run_id, r.next_seq, r.workflow
+  RETURNING r.run_id, r.next_seq, r.workflow, r.priority
 ), nxt AS (
   INSERT INTO outbox (run_id, seq, owner, dispatched_at) SELECT run_id, next_seq, :owner, now() FROM adv
 )
-SELECT run_id, next_seq AS seq, workflow FROM adv
+SELECT run_id, next_seq AS seq, workflow, priority FROM adv
 
 -- name: wake_due
 -- Waits whose time has come: a sleep ends (`woke`), a wait for a signal times out (`timed_out`).
@@ -384,11 +414,11 @@ WITH due AS (
   UPDATE runs r SET status = 'queued', next_seq = due.next_seq + 1, wait_signal = NULL, wait_since = NULL,
                     wait_until = NULL, updated_at = now()
     FROM due WHERE r.run_id = due.run_id
-  RETURNING r.run_id, r.next_seq, r.workflow
+  RETURNING r.run_id, r.next_seq, r.workflow, r.priority
 ), nxt AS (
   INSERT INTO outbox (run_id, seq, owner, dispatched_at) SELECT run_id, next_seq, :owner, now() FROM adv
 )
-SELECT run_id, next_seq AS seq, workflow FROM adv
+SELECT run_id, next_seq AS seq, workflow, priority FROM adv
 
 -- name: last_signal
 -- The most recent signal of this name a run consumed (e.g. the answer to its last approval).

@@ -4,6 +4,8 @@ A step is lost in one of two ways, and Postgres, not the broker, notices both:
 - **its worker died mid-step** (or overran its deadline): the lease's owner stopped heart-beating
   (:mod:`checkpoint.heartbeat`), so :func:`sweep_lost_leases` releases the lease, records the attempt as
   lost (or timed out) and queues the step again, ahead of ordinary steps;
+- **a concurrency slot was freed with nobody woken** (the woken step's run was cancelled, a cancel
+  freed a slot): :func:`checkpoint.flow.repair` wakes the key's oldest waiters;
 - **its dispatch never reached a worker**: an outbox row that is due and not known to be in flight
   (never published, promised by a process that died before publishing, or published so long ago that
   the broker must have lost it) is taken by :func:`sweep_outbox` and published again; when the broker
@@ -27,6 +29,7 @@ from datetime import datetime
 import redis
 from sqlalchemy import Engine
 
+from checkpoint import flow
 from checkpoint.broker_epoch import BrokerEpoch
 from checkpoint.db import soft
 from checkpoint.queries import EVENT_LOG, load
@@ -43,7 +46,7 @@ def sweep_lost_leases(engine: Engine, owner: str, *, lease_seconds: float) -> li
     """Release the leases of dead or overrunning attempts and queue their steps for ``owner`` to publish."""
     with soft(engine).begin() as conn:
         rows = conn.execute(Q["sweep_lost_leases"], dict(owner=owner, lease_seconds=lease_seconds)).all()
-    return [Dispatch(r.run_id, r.seq, r.workflow) for r in rows]
+    return [Dispatch(r.run_id, r.seq, r.workflow, r.priority) for r in rows]
 
 
 def sweep_outbox(
@@ -55,14 +58,14 @@ def sweep_outbox(
             Q["sweep_outbox"],
             dict(owner=owner, lease_seconds=lease_seconds, redispatch_seconds=redispatch_seconds, run_id=run_id),
         ).all()
-    return [Dispatch(r.run_id, r.seq, r.workflow) for r in rows]
+    return [Dispatch(r.run_id, r.seq, r.workflow, r.priority) for r in rows]
 
 
 def resend_dispatched_before(engine: Engine, owner: str, since: datetime) -> list[Dispatch]:
     """Take every unclaimed dispatch published before ``since`` (the broker lost it) for ``owner`` to publish."""
     with soft(engine).begin() as conn:
         rows = conn.execute(Q["resend_dispatched_before"], dict(owner=owner, since=since)).all()
-    return [Dispatch(r.run_id, r.seq, r.workflow) for r in rows]
+    return [Dispatch(r.run_id, r.seq, r.workflow, r.priority) for r in rows]
 
 
 def wake_due(engine: Engine, owner: str, *, worker: str, pid: int, batch: int = 500) -> list[Dispatch]:
@@ -70,7 +73,7 @@ def wake_due(engine: Engine, owner: str, *, worker: str, pid: int, batch: int = 
     for ``owner`` to publish. A timer due while every worker was down fires once, when one is back."""
     with soft(engine).begin() as conn:
         rows = conn.execute(Q["wake_due"], dict(owner=owner, worker=worker, pid=pid, batch=batch)).all()
-    return [Dispatch(r.run_id, r.seq, r.workflow) for r in rows]
+    return [Dispatch(r.run_id, r.seq, r.workflow, r.priority) for r in rows]
 
 
 def forget_dead(engine: Engine) -> None:
@@ -119,7 +122,7 @@ class Sweeper(threading.Thread):
         found = sweep_lost_leases(self.engine, me.owner, lease_seconds=self.lease_seconds)
         for d in found:
             log.info("step %s of run %s lost its worker; dispatching it again", d.seq, d.run_id)
-        woken = wake_due(self.engine, me.owner, worker=me.name, pid=me.pid)
+        woken = wake_due(self.engine, me.owner, worker=me.name, pid=me.pid) + flow.repair(self.engine, me.owner)
         for chore in self.chores:
             woken += chore()
         due = self._lost_with_the_broker(me.owner) + sweep_outbox(

@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from checkpoint import recovery, runs, steps
+from checkpoint import flow, recovery, runs, steps
 from checkpoint.artifacts import is_pointer_json, offload, resolve
+from checkpoint.errors import Throttled
 from checkpoint.jsonutil import dumps
 from checkpoint.steps import Claim, Dispatch, Worker
 from tasks import logcontext
@@ -139,7 +140,7 @@ class StepRunner:
     # -- a message that finds nothing to do -------------------------------------------------------
 
     def _not_claimed(self, run_id: str, seq: int, me: Worker) -> str:
-        pos = steps.position(self.engine, run_id, lease_seconds=self.policy.lease_seconds)
+        pos = steps.position(self.engine, run_id, lease_seconds=self.policy.lease_seconds, seq=seq)
         if pos is None:
             log.warning("step %s of unknown run %s dropped", seq, run_id)
             return "unknown_run"
@@ -161,6 +162,8 @@ class StepRunner:
             return "cancelled"
         if not pos.lease_free:
             return "busy"  # a live worker holds this step; if it dies, the sweeper re-dispatches
+        if pos.throttled:
+            return "throttled"  # over its concurrency key's limit: a freed slot wakes it (checkpoint/flow.py)
         log.warning("step %s of run %s is ahead of the run (next is %s); dropped", seq, run_id, pos.next_seq)
         return "early"
 
@@ -172,7 +175,7 @@ class StepRunner:
                 f"(limit STEPLOG_MAX_ATTEMPTS={self.policy.max_attempts}); see its attempts"
             ),
         }
-        steps.fail(self.engine, claim, me, error=error)
+        steps.fail(self.engine, claim, me, error=error, woke=self._woke)
         log.error("run %s failed: %s", claim.run_id, error["message"])
         return "failed"
 
@@ -206,6 +209,8 @@ class StepRunner:
             step_ms = round((time.perf_counter() - started) * 1000, 3)
         except FailRun as exc:
             return self._fail_now(claim, me, exc)
+        except Throttled as exc:
+            return self._defer(claim, me, exc)
         except (Exception, StepTimeout) as exc:
             return self._attempt_failed(claim, me, exc)
 
@@ -220,7 +225,7 @@ class StepRunner:
             label = wf.describe(kwargs["state"]) if wf.describe else None  # from the state, not its pointer
             kwargs["state"] = self._offload(kwargs["state"])
             kwargs["payload"] = self._offload(kwargs["payload"])
-            status = steps.commit(self.engine, claim, me, step_ms=step_ms, **kwargs)
+            status = steps.commit(self.engine, claim, me, step_ms=step_ms, woke=self._woke, **kwargs)
         except SQLAlchemyError as exc:
             log.error("commit of step %s of run %s failed: %s; handing the step back", claim.seq, claim.run_id, exc)
             if self.on_commit_failure:
@@ -244,9 +249,9 @@ class StepRunner:
         if self.policy.fault_after_commit:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: die between commit and publish
         if status == "running":
-            self.publish(Dispatch(claim.run_id, claim.seq + 1, wf.name), label)
+            self.publish(Dispatch(claim.run_id, claim.seq + 1, wf.name, claim.priority), label)
         elif status == "queued":  # the wait was met at once by a signal sent before it: seq + 1 is that signal
-            self.publish(Dispatch(claim.run_id, claim.seq + 2, wf.name), label)
+            self.publish(Dispatch(claim.run_id, claim.seq + 2, wf.name, claim.priority), label)
         for after in getattr(outcome, "after", ()):
             self._hot(claim, after)
         if status == "waiting":
@@ -263,8 +268,26 @@ class StepRunner:
         except Exception as exc:
             log.warning("hot tier not updated after step %s of run %s: %s", claim.seq, claim.run_id, exc)
 
+    def _woke(self, dispatch: Dispatch) -> None:
+        """Publish the step a freed concurrency slot woke (its waiter's dispatch is ours to send)."""
+        self.publish(dispatch, None)
+
+    def _defer(self, claim: Claim, me: Worker, exc: Throttled) -> str:
+        """No budget (a rate limit): hand the step back undone, due again when the limiter says; the
+        worker goes on to other steps meanwhile (no sleep here)."""
+        try:
+            flow.defer(self.engine, claim, me, reason=exc.reason, delay=exc.retry_after, woke=self._woke)
+        except SQLAlchemyError as db_exc:
+            log.error("deferring step %s of run %s failed: %s", claim.seq, claim.run_id, db_exc)
+            if self.on_commit_failure:
+                self.on_commit_failure(claim)
+            return "commit_failed"
+        log.info("step %s of run %s throttled (%s); due again in %.2fs", claim.seq, claim.run_id, exc.reason,
+                 exc.retry_after)
+        return "throttled"
+
     def _fail_now(self, claim: Claim, me: Worker, exc: FailRun) -> str:
-        steps.fail(self.engine, claim, me, error=error_info(exc))
+        steps.fail(self.engine, claim, me, error=error_info(exc), woke=self._woke)
         log.error("run %s failed at step %s: %s", claim.run_id, claim.seq, exc)
         return "failed"
 
@@ -281,11 +304,11 @@ class StepRunner:
         info = error_info(exc)
         outcome = "timed_out" if isinstance(exc, StepTimeout) else "failed"
         if claim.attempt >= self.policy.max_attempts:
-            steps.fail(self.engine, claim, me, error=info)
+            steps.fail(self.engine, claim, me, error=info, woke=self._woke)
             log.error("run %s failed at step %s after %s attempts: %s", claim.run_id, claim.seq, claim.attempt, exc)
             return "failed"
         delay = min(self.policy.retry_backoff_seconds * 2 ** (claim.attempt - 1), MAX_BACKOFF)
-        steps.retry(self.engine, claim, me, error=info, delay=delay, outcome=outcome)
+        steps.retry(self.engine, claim, me, error=info, delay=delay, outcome=outcome, woke=self._woke)
         log.warning(
             "step %s of run %s attempt %s failed (%s: %s); retrying in %.1fs",
             claim.seq, claim.run_id, claim.attempt, info["type"], exc, delay,

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tasks.concurrency import Concurrency
 from tasks.errors import (  # part of the workflow author's API
     FailRun,
     InvalidInput,
@@ -24,7 +25,7 @@ from tasks.errors import (  # part of the workflow author's API
 )
 
 __all__ = [
-    "Continue", "FailRun", "Finish", "InvalidInput", "Sleep", "StepContext", "Wait", "Wake", "Workflow", "WorkflowError",
+    "Concurrency", "Continue", "FailRun", "Finish", "InvalidInput", "Sleep", "StepContext", "Wait", "Wake", "Workflow", "WorkflowError",
 ]
 
 
@@ -154,4 +155,6 @@ class Workflow:
     history: bool = False
     # A session: a long-lived run that answers each `message` signal sent to it (`steplog say`, `chat`).
     session: bool = False
+    # At most `limit` steps of runs with the same key value in flight (tasks.concurrency.Concurrency).
+    concurrency: Concurrency | None = None
 

@@ -7,8 +7,9 @@ with a message naming the variable (see :func:`load_settings`).
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -189,6 +190,50 @@ class Settings(BaseSettings):
         3, ge=0,
         description="Unusable model answers in a row (unknown tool, bad arguments) sent back for correction before the run fails.",
     )
+
+    # Flow control: concurrency keys, fleet-wide rate limits (tasks/concurrency.py, checkpoint/limiter.py).
+    concurrency: str = Field(
+        "",
+        description='Concurrency limits by workflow, as JSON: {"WORKFLOW": {"key": "input.FIELD", "limit": N}} '
+        "(at most N steps of runs with the same FIELD value in flight); overrides a workflow's own. Applied when "
+        "a run is submitted: set it for the CLI, the API and the workers alike.",
+    )
+    llm_rpm: int | None = Field(
+        None, ge=1, description="Requests per window (a minute) the fleet may send to the model endpoint (base URL and model); unset: no limit."
+    )
+    llm_tpm: int | None = Field(
+        None, ge=1, description="Tokens per window (a minute) the fleet may spend at the model endpoint, prompt and completion; unset: no limit."
+    )
+    llm_completion_tokens: int = Field(
+        1024, ge=1,
+        description="Tokens a model call reserves for its answer when the request sets no max_tokens (settled with the answer's usage).",
+    )
+    rate_window_seconds: float = Field(
+        60.0, gt=0,
+        description="The window of STEPLOG_LLM_RPM and STEPLOG_LLM_TPM (seconds); shorten it only to compress a minute in tests.",
+    )
+
+    @field_validator("concurrency")
+    @classmethod
+    def _check_concurrency(cls, v: str) -> str:
+        from tasks.concurrency import from_settings  # workers may import tasks; the check lives with the declaration
+
+        if v.strip():
+            try:
+                raw = json.loads(v)
+            except ValueError as exc:
+                raise ValueError(f"not JSON ({exc})") from None
+            if not isinstance(raw, dict):
+                raise ValueError('must be a JSON object: {"WORKFLOW": {"key": "input.FIELD", "limit": N}}')
+            from_settings(raw)
+        return v
+
+    @cached_property
+    def concurrency_limits(self) -> dict[str, Any]:
+        """``concurrency`` as :class:`tasks.concurrency.Concurrency` declarations by workflow name."""
+        from tasks.concurrency import from_settings
+
+        return from_settings(json.loads(self.concurrency)) if self.concurrency.strip() else {}
 
     @field_validator("database_url")
     @classmethod

@@ -77,6 +77,17 @@ def llm_config(s: Settings) -> LLMConfig | None:
     )
 
 
+def rate_limits(s: Settings) -> None:
+    """This process's fleet-wide rate limits: the limiter on the hot tier's Redis (none without one), the
+    model endpoint's requests and tokens per window."""
+    from checkpoint import limiter
+    from tasks.reasoning import budget
+
+    limiter.install(limiter.RateLimiter.from_url(s.redis_url) if s.redis_url else None)
+    budget.configure(budget.LLMLimits(rpm=s.llm_rpm, tpm=s.llm_tpm, window=s.rate_window_seconds,
+                                      completion_tokens=s.llm_completion_tokens))
+
+
 def artifact_store(s: Settings) -> ArtifactStore:
     from checkpoint.artifacts import open_store
 
@@ -110,6 +121,7 @@ def step_services(s: Settings, engine: Engine) -> StepServices:
 
     tools = builtin_registry()
     hot = hot_cache(s)
+    rate_limits(s)
     return StepServices(
         engine, tools, tool_config(s),
         artifacts=artifact_store(s), reasoner=make_reasoner(llm_config(s), tools),

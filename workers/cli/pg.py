@@ -21,6 +21,9 @@ from psycopg.rows import dict_row
 from checkpoint.errors import RunNotFound
 from checkpoint.queries import EVENT_LOG, parse
 
+#: Flow control's queries (``checkpoint/flow.sql``): why a run's next step is throttled.
+FLOW = Path(__file__).parents[2] / "checkpoint" / "flow.sql"
+
 #: The Alembic migrations (``steplog db upgrade``).
 MIGRATIONS = Path(__file__).parents[1] / "migrations" / "versions"
 
@@ -119,6 +122,12 @@ def events(conn: psycopg.Connection, run_id: str, *, after: int = 0) -> list[dic
 
     pointer = found["archive"]
     return archived_events(store_for_archive(pointer), pointer, after=after)
+
+
+def throttle(conn: psycopg.Connection, run_id: str) -> dict[str, Any] | None:
+    """As :func:`checkpoint.flow.throttle_of`."""
+    sql = {name: driver_sql(body) for name, body in parse(FLOW.read_text()).items()}["run_throttle"]
+    return conn.execute(sql, dict(run_id=run_id)).fetchone()
 
 
 def in_flight(conn: psycopg.Connection, run_id: str) -> dict[str, Any] | None:

@@ -41,14 +41,36 @@ def in_flight_json(f: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def run_json(run: dict[str, Any], events: list[dict[str, Any]], in_flight: dict[str, Any] | None) -> dict[str, Any]:
+def run_json(run: dict[str, Any], events: list[dict[str, Any]], in_flight: dict[str, Any] | None,
+             throttle: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "run_id": run["run_id"], "workflow": run["workflow"], "tenant": run.get("tenant", "default"),
         "status": run["status"], "input": run["input"],
         "result": run["result"], "error": run["error"], "cancel_requested_by": run["cancel_requested_by"],
         "created_at": iso(run["created_at"]), "updated_at": iso(run["updated_at"]),
-        "in_flight": in_flight_json(in_flight), "waiting": waiting_json(run), "events": [event_json(e) for e in events],
+        "priority": run.get("priority", 0),
+        "in_flight": in_flight_json(in_flight), "waiting": waiting_json(run),
+        "throttled": throttled_json(throttle) if throttle and not in_flight else None,
+        "events": [event_json(e) for e in events],
     }
+
+
+def throttled_json(t: dict[str, Any]) -> dict[str, Any]:
+    """Why the next step waits: ``{"seq", "reason", "key", "in_flight", "limit", "since", "due_at", "text"}``;
+    ``text`` is what ``show`` prints (``concurrency tenant=acme 3/3``, ``rate: llm tpm``)."""
+    return {
+        "seq": t["seq"], "reason": t["reason"], "key": t["key"],
+        "in_flight": t["in_flight"] if t["key"] else None, "limit": t["limit"] if t["key"] else None,
+        "since": iso(t["since"]), "due_at": iso(t["due_at"]), "text": throttle_text(t),
+    }
+
+
+def throttle_text(t: dict[str, Any]) -> str:
+    """``concurrency tenant=acme 3/3`` or ``rate: llm tpm``: why a step waits."""
+    if t.get("key"):
+        text = f"{t['reason']} {t['key']} {t['in_flight']}/{t['limit']}"
+        return text + (" (a freed slot is on its way to it)" if t.get("woken") else "")
+    return str(t["reason"])
 
 
 def waiting_json(run: dict[str, Any]) -> dict[str, Any] | None:
@@ -203,6 +225,10 @@ def run_view(doc: dict[str, Any]) -> Group:
         head.add_row("error", Text(message, style="red"))
     if doc["waiting"]:
         head.add_row("waiting for", waiting_text(doc["waiting"]))
+    if doc.get("throttled"):
+        t = doc["throttled"]
+        due = f", due at {when(t['due_at'])}" if t["due_at"] else ""
+        head.add_row("throttled", Text(f"{t['text']}{due}", style="yellow"))
     if doc["in_flight"]:
         f = doc["in_flight"]
         head.add_row("in flight", Text(f"step {f['seq']} on {f['worker']} (pid {f['pid']}, attempt {f['attempt']})"))

@@ -21,15 +21,19 @@ def submit(
     tenant: Annotated[str, typer.Option("--tenant", help="The tenant the run belongs to.")] = "default",
     traceparent: Annotated[str | None, typer.Option(
         "--traceparent", help="W3C trace context (00-TRACE-SPAN-FLAGS) every step's span continues.")] = None,
+    priority: Annotated[int, typer.Option("--priority", help="0-9: steps of higher priority runs are taken first.")] = 0,
 ) -> None:
     """Start a run of WORKFLOW; prints its run id."""
+    if not 0 <= priority <= 9:
+        fail(f"--priority must be an integer from 0 to 9, got {priority}", 2)
     try:
         raw = json.loads(input)
     except json.JSONDecodeError as exc:
         fail(f"--input is not valid JSON: {exc}", 2)
     if not isinstance(raw, dict):
         fail(f"--input must be a JSON object, got {type(raw).__name__}", 2)
-    run_id = ctx.celery.steplog.submit(workflow, raw, submitted_by=operator(), tenant=tenant, traceparent=traceparent)
+    run_id = ctx.celery.steplog.submit(workflow, raw, submitted_by=operator(), tenant=tenant, traceparent=traceparent,
+                                       priority=priority)
     print_json({"run_id": run_id}) if as_json else out.print(run_id, markup=False, highlight=False)
 
 
@@ -42,7 +46,8 @@ def show(
     from workers.cli.render import run_json, run_view
 
     run = pg.get_run(ctx.db, run_id)
-    doc = run_json(run, pg.events(ctx.db, run_id), pg.in_flight(ctx.db, run_id))
+    throttle = pg.throttle(ctx.db, run_id) if run["status"] in ("queued", "running") else None
+    doc = run_json(run, pg.events(ctx.db, run_id), pg.in_flight(ctx.db, run_id), throttle)
     print_json(doc) if as_json else out.print(run_view(doc))
 
 
