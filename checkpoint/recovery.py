@@ -6,7 +6,8 @@ A step is lost in one of two ways, and Postgres, not the broker, notices both:
   lost (or timed out) and queues the step again, ahead of ordinary steps;
 - **its dispatch never reached a worker**: an outbox row that is due and not known to be in flight
   (never published, promised by a process that died before publishing, or published so long ago that
-  the broker must have lost it) is taken by :func:`sweep_outbox` and published again; when the broker
+  the broker must have lost it, or received by a worker process found dead since, which may have held
+  it unclaimed) is taken by :func:`sweep_outbox` and published again; when the broker
   is seen to have lost its data (:mod:`checkpoint.broker_epoch`), every dispatch published before the
   loss is taken by :func:`resend_dispatched_before` at once.
 

@@ -44,6 +44,7 @@ class StepPolicy:
     retry_backoff_seconds: float
     redispatch_seconds: float = 30.0
     fault_after_commit: bool = False
+    fault_before_claim: bool = False
 
 
 def commit_args(outcome: Any, current_state: dict[str, Any]) -> dict[str, Any]:
@@ -103,6 +104,7 @@ class StepRunner:
         # module that fails to import) is then a failed attempt, counted and bounded, not a loop.
         self._services = services
         self.on_commit_failure = on_commit_failure
+        self._faulted = False  # the fault_before_claim test hook fired
 
     @property
     def services(self) -> Any:
@@ -114,6 +116,10 @@ class StepRunner:
         """Execute step ``seq`` of ``run_id``; returns what happened, for logs and tests."""
         me = self.worker()
         logcontext.update(run_id=run_id, seq=seq, worker=me.name)
+        if self.policy.fault_before_claim and not self._faulted:
+            self._faulted = True  # test hook: freeze, once, holding a message received and not claimed
+            log.warning("test fault: stopping before claiming step %s of run %s", seq, run_id)
+            os.kill(os.getpid(), signal.SIGSTOP)
         deadline = self.policy.step_time_limit + self.policy.lease_seconds
         claim = steps.claim(self.engine, run_id, seq, me, deadline=deadline, lease_seconds=self.policy.lease_seconds)
         if claim is None:
