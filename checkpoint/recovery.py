@@ -114,22 +114,41 @@ class Sweeper(threading.Thread):
                 log.warning("sweep failed: %s", exc)
 
     def sweep(self) -> list[Dispatch]:
+        """One sweep. What each part takes is published before the next part runs: a taken dispatch
+        is promised by this live process, so one left unpublished (a later part failing, say on a
+        connection that died with a Postgres restart) would wait for the backstop."""
         me = self.worker()
-        found = sweep_lost_leases(self.engine, me.owner, lease_seconds=self.lease_seconds)
-        for d in found:
-            log.info("step %s of run %s lost its worker; dispatching it again", d.seq, d.run_id)
-        woken = wake_due(self.engine, me.owner, worker=me.name, pid=me.pid)
-        for chore in self.chores:
-            woken += chore()
-        due = self._lost_with_the_broker(me.owner) + sweep_outbox(
-            self.engine, me.owner, lease_seconds=self.lease_seconds, redispatch_seconds=self.redispatch_seconds
-        )
-        for d in found + woken + due:
-            self.publish(d, None)
+        sent: list[Dispatch] = []
+        parts: list[Callable[[], list[Dispatch]]] = [
+            lambda: self._lost_leases(me.owner),
+            lambda: wake_due(self.engine, me.owner, worker=me.name, pid=me.pid),
+            *self.chores,
+            lambda: self._lost_with_the_broker(me.owner),
+            lambda: sweep_outbox(self.engine, me.owner, lease_seconds=self.lease_seconds,
+                                 redispatch_seconds=self.redispatch_seconds),
+        ]
+        failed: Exception | None = None
+        for part in parts:
+            try:
+                taken = part()
+            except Exception as exc:  # the other parts still run; the sweep is reported failed
+                failed = failed or exc
+                continue
+            for d in taken:
+                self.publish(d, None)
+            sent += taken
         if time.monotonic() - self._last_forget > FORGET_EVERY:
             self._last_forget = time.monotonic()
             forget_dead(self.engine)
-        return found + woken + due
+        if failed is not None:
+            raise failed
+        return sent
+
+    def _lost_leases(self, owner: str) -> list[Dispatch]:
+        found = sweep_lost_leases(self.engine, owner, lease_seconds=self.lease_seconds)
+        for d in found:
+            log.info("step %s of run %s lost its worker; dispatching it again", d.seq, d.run_id)
+        return found
 
     def _lost_with_the_broker(self, owner: str) -> list[Dispatch]:
         if self.epoch is None:

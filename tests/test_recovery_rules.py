@@ -85,3 +85,25 @@ def test_a_commit_that_did_not_land_is_handed_back_as_before(engine, sweeper) ->
     steps.release(engine, claim, me)
     assert _sweep(engine, sweeper) == [(run_id, 2)]
     assert runs.get(engine, run_id)["lease_owner"] is None
+
+
+def test_a_sweep_publishes_what_it_took_even_when_a_later_part_fails(engine, sweeper) -> None:
+    # A worker died holding step 2; the sweep takes its lease, then a later part of the sweep fails (as
+    # on a pooled connection that died with a Postgres restart). The step taken must still be sent: it
+    # is promised by a live sweeper now, and only the backstop would send it otherwise.
+    gone = Worker("gone:4:dd", "gone@h", 4)
+    heartbeat.register(engine, gone)
+    run_id = runs.create(engine, "countdown", {"steps": 2}, {"left": 2}, submitted_by="test")
+    assert steps.claim(engine, run_id, 2, gone, deadline=30, lease_seconds=LEASE) is not None
+    _set(engine, "UPDATE worker_procs SET heartbeat_at = now() - interval '5 seconds' WHERE id = :id", id=gone.owner)
+
+    def broken_chore() -> list:
+        raise RuntimeError("terminating connection due to administrator command")
+
+    published: list[tuple[str, int]] = []
+    sweep = recovery.Sweeper(engine, lambda: sweeper, lambda d, _label: published.append((d.run_id, d.seq)),
+                             interval=60, lease_seconds=LEASE, redispatch_seconds=BACKSTOP, chores=[broken_chore])
+    with pytest.raises(RuntimeError, match="administrator command"):
+        sweep.sweep()
+    assert published == [(run_id, 2)]
+    assert runs.get(engine, run_id)["lease_owner"] is None
