@@ -70,7 +70,6 @@ def test_junk_on_the_redis_queue_is_dead_lettered_and_the_same_worker_keeps_serv
     assert client.llen("steplog") == 0
 
 
-@pytest.mark.skipif(not _rabbitmq_up(), reason="no RabbitMQ on localhost:5672")
 def _queue_exists(queue: str) -> bool:
     from amqp.exceptions import NotFound
 
@@ -82,6 +81,7 @@ def _queue_exists(queue: str) -> bool:
         return False
 
 
+@pytest.mark.skipif(not _rabbitmq_up(), reason="no RabbitMQ on localhost:5672")
 def test_junk_on_the_rabbitmq_queue_is_dead_lettered_and_the_same_worker_keeps_serving(fleet, tmp_path):
     from tests.support.harness import Fleet
 
