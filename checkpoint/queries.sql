@@ -54,9 +54,11 @@ SELECT c.workflow, c.input, c.attempt, e.state,
   FROM claimed c JOIN events e ON e.run_id = c.run_id AND e.seq = :seq - 1
 
 -- name: run_position
--- Why a claim found nothing to do: the step is done, the run is over, or a live worker holds it.
+-- Why a claim found nothing to do: the step is done, the run is over, or a live worker holds it
+-- (maybe the asker itself, whose earlier claim landed unanswered: see StepRunner._not_claimed).
 SELECT r.status, r.next_seq, r.cancel_requested_by,
-       steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds) AS lease_free
+       steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds) AS lease_free,
+       r.lease_owner, r.attempt
   FROM runs r WHERE r.run_id = :run_id
 
 -- name: commit_step

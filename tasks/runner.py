@@ -105,6 +105,7 @@ class StepRunner:
         self._services = services
         self.on_commit_failure = on_commit_failure
         self._faulted = False  # the fault_before_claim test hook fired
+        self._running: set[tuple[str, int]] = set()  # (run_id, seq) of the steps this process runs now
 
     @property
     def services(self) -> Any:
@@ -127,7 +128,12 @@ class StepRunner:
         logcontext.update(attempt=claim.attempt)
         if claim.attempt > self.policy.max_attempts:
             return self._exhausted(claim, me)
-        return self._execute(claim, me)
+        key = (run_id, seq)
+        self._running.add(key)
+        try:
+            return self._execute(claim, me)
+        finally:
+            self._running.discard(key)
 
     # -- a message that finds nothing to do -------------------------------------------------------
 
@@ -152,6 +158,13 @@ class StepRunner:
         if pos.cancel_requested_by and pos.lease_free:
             runs.finalize_cancel(self.engine, run_id, worker=me.name, lease_seconds=self.policy.lease_seconds)
             return "cancelled"
+        if not pos.lease_free and pos.lease_owner == me.owner and (run_id, seq) not in self._running:
+            # This very process holds the step yet does not run it: its claim landed but the answer
+            # was lost (Postgres went down as it committed, and the task retried). Nobody else may
+            # take the step until its deadline, so hand it back now, as after a failed commit.
+            steps.hand_back(self.engine, run_id, seq, pos.attempt, me)
+            log.warning("step %s of run %s: a claim of ours landed unanswered; handing the step back", seq, run_id)
+            return "handed_back"
         if not pos.lease_free:
             return "busy"  # a live worker holds this step; if it dies, the sweeper re-dispatches
         log.warning("step %s of run %s is ahead of the run (next is %s); dropped", seq, run_id, pos.next_seq)

@@ -107,3 +107,30 @@ def test_a_sweep_publishes_what_it_took_even_when_a_later_part_fails(engine, swe
         sweep.sweep()
     assert published == [(run_id, 2)]
     assert runs.get(engine, run_id)["lease_owner"] is None
+
+
+def test_a_claim_that_landed_unanswered_is_handed_back_by_its_own_process(engine, sweeper) -> None:
+    # Postgres committed a worker's claim and went down before answering; the step task retried, and
+    # its claim now finds the step leased to... itself, alive. Without a hand-back nobody could take the
+    # step before its deadline (the step time limit plus the lease), far beyond the backstop.
+    from tasks.runner import StepPolicy, StepRunner
+    from tasks.workflow_registry import WorkflowRegistry
+
+    registry = WorkflowRegistry.load()
+    countdown = registry.get("countdown")
+    start = countdown.start(countdown.input_model.model_validate({"steps": 1}))
+    me = Worker("w:5:ee", "w@h", 5)
+    heartbeat.register(engine, me)
+    run_id = runs.create(engine, "countdown", {"steps": 1}, start, submitted_by="test")
+    assert steps.claim(engine, run_id, 2, me, deadline=300, lease_seconds=LEASE) is not None  # the lost answer
+    published = []
+    runner = StepRunner(engine, registry, StepPolicy(lease_seconds=LEASE, step_time_limit=300,
+                        max_attempts=5, retry_backoff_seconds=0.1), lambda: me, lambda d, _l=None: published.append(d))
+    assert runner.run(run_id, 2) == "handed_back"
+    assert _sweep(engine, sweeper) == [(run_id, 2)]  # at the next sweep, not at the deadline
+    assert runner.run(run_id, 2) == "succeeded"
+    assert [(a["attempt"], a["outcome"]) for a in runs.attempts(engine, run_id)] == [(1, "lost"), (2, "committed")]
+    # Another worker's live lease is still left alone.
+    other = runs.create(engine, "countdown", {"steps": 1}, start, submitted_by="test")
+    assert steps.claim(engine, other, 2, sweeper, deadline=300, lease_seconds=LEASE) is not None
+    assert runner.run(other, 2) == "busy"
