@@ -99,8 +99,10 @@ class Sweeper(threading.Thread):
         redispatch_seconds: float,
         chores: Sequence[Callable[[], list[Dispatch]]] = (),
         epoch: BrokerEpoch | None = None,
+        on_swept: Callable[[int, int], None] | None = None,
     ) -> None:
         super().__init__(name="steplog-sweeper", daemon=True)
+        self.on_swept = on_swept  # (lease takeovers, redispatches) of each sweep, for metrics
         self.engine, self.worker, self.publish, self.chores, self.epoch = engine, worker, publish, chores, epoch
         self.interval, self.lease_seconds, self.redispatch_seconds = interval, lease_seconds, redispatch_seconds
         self.stopping = threading.Event()
@@ -119,16 +121,18 @@ class Sweeper(threading.Thread):
         connection that died with a Postgres restart) would wait for the backstop."""
         me = self.worker()
         sent: list[Dispatch] = []
-        parts: list[Callable[[], list[Dispatch]]] = [
-            lambda: self._lost_leases(me.owner),
-            lambda: wake_due(self.engine, me.owner, worker=me.name, pid=me.pid),
-            *self.chores,
-            lambda: self._lost_with_the_broker(me.owner),
-            lambda: sweep_outbox(self.engine, me.owner, lease_seconds=self.lease_seconds,
-                                 redispatch_seconds=self.redispatch_seconds),
+        # (kind, part): takeovers and redispatches are counted for metrics; timers and chores are neither.
+        parts: list[tuple[str, Callable[[], list[Dispatch]]]] = [
+            ("takeover", lambda: self._lost_leases(me.owner)),
+            ("woken", lambda: wake_due(self.engine, me.owner, worker=me.name, pid=me.pid)),
+            *(("woken", chore) for chore in self.chores),
+            ("redispatch", lambda: self._lost_with_the_broker(me.owner)),
+            ("redispatch", lambda: sweep_outbox(self.engine, me.owner, lease_seconds=self.lease_seconds,
+                                                redispatch_seconds=self.redispatch_seconds)),
         ]
+        counts = {"takeover": 0, "woken": 0, "redispatch": 0}
         failed: Exception | None = None
-        for part in parts:
+        for kind, part in parts:
             try:
                 taken = part()
             except Exception as exc:  # the other parts still run; the sweep is reported failed
@@ -137,6 +141,9 @@ class Sweeper(threading.Thread):
             for d in taken:
                 self.publish(d, None)
             sent += taken
+            counts[kind] += len(taken)
+        if self.on_swept is not None:
+            self.on_swept(counts["takeover"], counts["redispatch"])
         if time.monotonic() - self._last_forget > FORGET_EVERY:
             self._last_forget = time.monotonic()
             forget_dead(self.engine)
