@@ -87,7 +87,7 @@ def test_junk_on_the_rabbitmq_queue_is_dead_lettered_and_the_same_worker_keeps_s
 
     queue = f"steplog-test-{uuid.uuid4().hex[:8]}"
     env = {**fleet.env, "STEPLOG_BROKER_URL": AMQP_URL, "STEPLOG_QUEUE": queue}
-    amqp = Fleet(env, tmp_path / "amqp")
+    amqp = Fleet(env, tmp_path / "amqp", host=f"test-{uuid.uuid4().hex[:8]}")  # see Fleet: RabbitMQ's control queues
     try:
         worker = amqp.start()
         # Ready in Postgres may come before the consumer declared its queue: a message published to a
