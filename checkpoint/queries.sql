@@ -67,10 +67,12 @@ SELECT c.workflow, c.input, c.attempt, e.state,
   FROM claimed c JOIN events e ON e.run_id = c.run_id AND e.seq = :seq - 1
 
 -- name: run_position
--- Why a claim found nothing to do: the step is done, the run is over, a live worker holds it, or
+-- Why a claim found nothing to do: the step is done, the run is over, a live worker holds it (maybe
+-- the asker itself, whose earlier claim landed unanswered: see StepRunner._not_claimed), or
 -- (throttled) step :seq waits for a concurrency slot.
 SELECT r.status, r.next_seq, r.cancel_requested_by,
        steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds) AS lease_free,
+       r.lease_owner, r.attempt,
        EXISTS (SELECT 1 FROM outbox o WHERE o.run_id = r.run_id AND o.seq = :seq
                   AND o.throttle_key IS NOT NULL AND o.dispatched_at IS NULL) AS throttled
   FROM runs r WHERE r.run_id = :run_id
@@ -170,10 +172,16 @@ SELECT ev.seq, f.run_id AS woke_run_id, f.seq AS woke_seq, f.workflow AS woke_wo
 
 -- name: release_lease
 -- Best effort after a database error in the commit: hand the step back at once, not at the deadline.
+-- The commit may have landed all the same (Postgres applied it and went down before answering):
+-- then the run has moved on and the next step's dispatch, promised by :owner, was never published;
+-- it is marked unsent, so the next sweep publishes it instead of the backstop, much later.
 WITH rel AS (
   UPDATE runs r SET lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
    WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.lease_owner = :owner AND r.attempt = :attempt
   RETURNING r.run_id
+), unsent AS (
+  UPDATE outbox o SET dispatched_at = NULL, owner = NULL
+   WHERE o.run_id = :run_id AND o.seq > :seq AND o.owner = :owner AND NOT EXISTS (SELECT 1 FROM rel)
 )
 INSERT INTO outbox (run_id, seq, owner, dispatched_at)
 SELECT run_id, :seq, NULL, NULL FROM rel
@@ -248,16 +256,29 @@ SELECT run_id, next_seq AS seq, workflow, priority FROM rel
 -- runs is not re-sent while it waits its turn. With :run_id, only that run's rows (a duplicate step
 -- message checking on its successor: re-sending a successor still in flight would start a chain of
 -- duplicates that follows the run to its end).
-WITH due AS (
-  SELECT o.run_id, o.seq FROM outbox o
+--
+-- Also every dispatch a dead worker process may have received and not claimed. Postgres does not know
+-- which worker a message went to, only that a process found dead (heartbeat older than the lease)
+-- could have received any message published before it was found dead, i.e. before its last
+-- heartbeat plus the lease: so those are re-sent, the moment the first sweeper sees the death.
+-- Once per death: the re-send moves dispatched_at past that moment, so the same death never matches
+-- again; a later death matches again, as it should (the re-sent message may be in its hands too).
+-- One max() over the liveness rows per sweep; the price is one duplicate message per step queued at
+-- the death, which its claim turns into a no-op.
+WITH dead AS (
+  SELECT max(w.heartbeat_at) + (:lease_seconds * interval '1 second') AS found_dead
+    FROM worker_procs w WHERE w.heartbeat_at < now() - (:lease_seconds * interval '1 second')
+), due AS (
+  SELECT o.run_id, o.seq FROM outbox o, dead
    WHERE o.available_at <= now()
      AND (CAST(:run_id AS text) IS NULL OR o.run_id = :run_id)
      AND (o.dispatched_at IS NULL
           OR o.dispatched_at < now() - (:redispatch_seconds * interval '1 second')
+          OR o.dispatched_at < dead.found_dead
           OR (o.owner IS NOT NULL AND o.dispatched_at < now() - (:lease_seconds * interval '1 second')
               AND steplog_owner_dead(o.owner, o.dispatched_at, :lease_seconds)))
    ORDER BY o.available_at
-   FOR UPDATE SKIP LOCKED
+   FOR UPDATE OF o SKIP LOCKED
    LIMIT 500
 )
 UPDATE outbox o SET dispatched_at = now(), owner = :owner

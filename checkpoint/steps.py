@@ -69,6 +69,8 @@ class Position:
     next_seq: int
     cancel_requested_by: str | None
     lease_free: bool
+    lease_owner: str | None = None
+    attempt: int = 0
     throttled: bool = False
 
 
@@ -186,6 +188,12 @@ def woken(row: Sequence[Any], woke: Woke | None) -> None:
 
 def release(engine: Engine, claim: Claim, worker: Worker) -> None:
     """Give the lease back at once (after a failed commit) so the step is taken up again quickly."""
-    params = dict(run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt)
+    hand_back(engine, claim.run_id, claim.seq, claim.attempt, worker)
+
+
+def hand_back(engine: Engine, run_id: str, seq: int, attempt: int, worker: Worker) -> None:
+    """Release ``worker``'s lease of attempt ``attempt`` at step ``seq`` and queue the step again (or, if
+    that attempt's commit landed, the next step's unsent dispatch: see ``release_lease``)."""
+    params = dict(run_id=run_id, seq=seq, owner=worker.owner, attempt=attempt)
     with soft(engine).begin() as conn:
         conn.execute(Q["release_lease"], params)

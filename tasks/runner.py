@@ -46,6 +46,7 @@ class StepPolicy:
     retry_backoff_seconds: float
     redispatch_seconds: float = 30.0
     fault_after_commit: bool = False
+    fault_before_claim: bool = False
 
 
 def commit_args(outcome: Any, current_state: dict[str, Any]) -> dict[str, Any]:
@@ -107,6 +108,8 @@ class StepRunner:
         self._services = services
         self.on_commit_failure = on_commit_failure
         self.observer = observer  # metrics and traces (tasks.observe); None: nothing watches
+        self._faulted = False  # the fault_before_claim test hook fired
+        self._running: set[tuple[str, int]] = set()  # (run_id, seq) of the steps this process runs now
 
     @property
     def services(self) -> Any:
@@ -128,6 +131,10 @@ class StepRunner:
     def _run(self, run_id: str, seq: int, obs: Observation) -> str:
         me = self.worker()
         logcontext.update(run_id=run_id, seq=seq, worker=me.name)
+        if self.policy.fault_before_claim and not self._faulted:
+            self._faulted = True  # test hook: freeze, once, holding a message received and not claimed
+            log.warning("test fault: stopping before claiming step %s of run %s", seq, run_id)
+            os.kill(os.getpid(), signal.SIGSTOP)
         deadline = self.policy.step_time_limit + self.policy.lease_seconds
         claim = steps.claim(self.engine, run_id, seq, me, deadline=deadline, lease_seconds=self.policy.lease_seconds)
         if claim is None:
@@ -135,7 +142,12 @@ class StepRunner:
         logcontext.update(attempt=claim.attempt)
         if claim.attempt > self.policy.max_attempts:
             return self._exhausted(claim, me)
-        return self._execute(claim, me, obs)
+        key = (run_id, seq)
+        self._running.add(key)
+        try:
+            return self._execute(claim, me, obs)
+        finally:
+            self._running.discard(key)
 
     # -- a message that finds nothing to do -------------------------------------------------------
 
@@ -160,6 +172,13 @@ class StepRunner:
         if pos.cancel_requested_by and pos.lease_free:
             runs.finalize_cancel(self.engine, run_id, worker=me.name, lease_seconds=self.policy.lease_seconds)
             return "cancelled"
+        if not pos.lease_free and pos.lease_owner == me.owner and (run_id, seq) not in self._running:
+            # This very process holds the step yet does not run it: its claim landed but the answer
+            # was lost (Postgres went down as it committed, and the task retried). Nobody else may
+            # take the step until its deadline, so hand it back now, as after a failed commit.
+            steps.hand_back(self.engine, run_id, seq, pos.attempt, me)
+            log.warning("step %s of run %s: a claim of ours landed unanswered; handing the step back", seq, run_id)
+            return "handed_back"
         if not pos.lease_free:
             return "busy"  # a live worker holds this step; if it dies, the sweeper re-dispatches
         if pos.throttled:

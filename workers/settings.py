@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     fault_after_commit: bool = Field(
         False, description="Test only: a worker exits right after a step commits, before it publishes the next."
     )
+    fault_before_claim: bool = Field(
+        False, description="Test only: a worker stops itself (SIGSTOP), once, right after it receives a step message, before it claims the step."
+    )
 
     # Tool calls (tools/): retries, the network guard, fetch limits and fault injection.
     tool_retries: int = Field(4, ge=0, description="Retries of a transient tool error (timeout, 429/5xx) within a step.")
