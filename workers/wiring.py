@@ -49,6 +49,7 @@ def step_policy(s: Settings) -> StepPolicy:
         retry_backoff_seconds=s.retry_backoff_seconds,
         redispatch_seconds=s.redispatch_seconds,
         fault_after_commit=s.fault_after_commit,
+        max_children=s.max_children,
     )
 
 
