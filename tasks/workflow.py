@@ -238,7 +238,9 @@ class Joined:
         return self.succeeded == len(self.results)
 
     def first_failure(self) -> ChildResult | None:
-        return next((r for r in self.results if not r.ok), None)
+        """The first child that failed, else the first cancelled (a sibling stopped by the join)."""
+        return next((r for r in self.results if r.status == "failed"), None) or next(
+            (r for r in self.results if not r.ok), None)
 
     def values(self) -> list[Any]:
         """The results of the children that succeeded, in item order; raises :class:`ChildFailed`

@@ -43,3 +43,109 @@ def test_settled_with_a_failing_child_sees_the_failure_and_its_error(fleet: Flee
     assert_contiguous(events)
     assert [e["type"] for e in events] == ["submitted", "waiting", "joined", "succeeded"]
     assert len(_children(fleet, run_id)) == 6
+
+
+def test_quorum_goes_on_after_the_third_success_and_the_rest_end_cancelled(fleet: Fleet) -> None:
+    _start(fleet, 2)
+    run_id = fleet.submit("fanout", {"children": 10, "sleep": 0.3, "on_error": "quorum:3"})
+    run = fleet.wait_finished(run_id, timeout=60)
+    assert run["status"] == "succeeded", run["error"]
+    (joined,) = _joined_events(fleet, run_id)
+    assert joined["payload"]["succeeded"] == 3  # the third success fired the join
+    result = run["result"]
+    assert (result["succeeded"], result["failed"], result["cancelled"]) == (3, 0, 7)
+    wait_for(lambda: all(c["status"] in ("succeeded", "cancelled") for c in _children(fleet, run_id)), timeout=30,
+             what="every child to end")
+    statuses = [c["status"] for c in _children(fleet, run_id)]
+    assert statuses.count("succeeded") == 3 and statuses.count("cancelled") == 7
+    assert [r["status"] for r in result["results"]] == statuses
+
+
+def test_all_fails_the_join_at_the_first_failure_and_cancels_the_rest(fleet: Fleet) -> None:
+    _start(fleet, 2)
+    run_id = fleet.submit("fanout", {"children": 8, "max_parallel": 2, "sleep": 0.2, "fail": [1]})
+    run = fleet.wait_finished(run_id, timeout=60)
+    assert run["status"] == "failed"
+    assert "child 1" in run["error"]["message"] and "fails on purpose" in run["error"]["message"]
+    wait_for(lambda: all(c["status"] in ("succeeded", "failed", "cancelled") for c in _children(fleet, run_id)),
+             timeout=30, what="every child to end")
+    statuses = [c["status"] for c in _children(fleet, run_id)]
+    assert statuses[1] == "failed" and statuses[4:] == ["cancelled"] * 4  # never started
+    assert len(_joined_events(fleet, run_id)) == 1
+
+
+def test_over_max_children_spawns_nothing_and_names_the_setting(fleet: Fleet) -> None:
+    _start(fleet, 1, env={**fleet.env, "STEPLOG_MAX_CHILDREN": "5"})
+    run_id = fleet.submit("fanout", {"children": 6})
+    run = fleet.wait_finished(run_id, timeout=60)
+    assert run["status"] == "failed"
+    assert "STEPLOG_MAX_CHILDREN" in run["error"]["message"] and "6 children" in run["error"]["message"]
+    assert _children(fleet, run_id) == []
+    with fleet.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM fanouts WHERE run_id = :r"), dict(r=run_id)).scalar() == 0
+    assert [e["type"] for e in fleet.events(run_id)] == ["submitted", "failed"]
+
+
+def test_cancelling_a_parent_cancels_all_its_children_and_none_keeps_running(fleet: Fleet) -> None:
+    from checkpoint import runs
+
+    _start(fleet, 2)
+    run_id = fleet.submit("fanout", {"children": 20, "max_parallel": 4, "sleep": 1.0})
+    wait_for(lambda: sum(c["status"] == "running" for c in _children(fleet, run_id)) >= 2, timeout=60,
+             what="children in flight")
+    with fleet.engine.connect() as conn:
+        cancelled_at = conn.execute(text("SELECT clock_timestamp()")).scalar()
+    outcome = runs.cancel(fleet.engine, run_id, by="tester", lease_seconds=1.2)
+    assert outcome.status == "cancelled"  # the parent was waiting: it ends at once
+    wait_for(lambda: all(c["status"] == "cancelled" for c in _children(fleet, run_id)), timeout=30,
+             what="every child cancelled")
+    kids = _children(fleet, run_id)
+    assert len(kids) == 20 and all(c["cancel_requested_by"] for c in kids)
+    with fleet.engine.connect() as conn:
+        later = conn.execute(text(
+            "SELECT count(*) FROM step_attempts a JOIN runs r ON r.run_id = a.run_id "
+            "WHERE r.parent_run_id = :p AND a.started_at > :t"), dict(p=run_id, t=cancelled_at)).scalar()
+        leased = conn.execute(text("SELECT count(*) FROM runs WHERE parent_run_id = :p AND lease_owner IS NOT NULL"),
+                              dict(p=run_id)).scalar()
+    assert later == 0 and leased == 0  # no child started a step after the cancel, none holds a lease
+    assert fleet.run(run_id)["status"] == "cancelled"
+
+
+def test_two_children_ending_at_once_on_two_workers_join_once(fleet: Fleet) -> None:
+    _start(fleet, 2)
+    run_ids = [fleet.submit("fanout", {"children": 2, "sleep": 0.5}) for _ in range(4)]
+    for run_id in run_ids:
+        run = fleet.wait_finished(run_id, timeout=60)
+        assert run["status"] == "succeeded", run["error"]
+        assert run["result"]["succeeded"] == 2
+        assert len(_joined_events(fleet, run_id)) == 1
+        events = fleet.events(run_id)
+        assert_contiguous(events)
+        assert [e["type"] for e in events] == ["submitted", "waiting", "joined", "succeeded"]
+    # The children of a run did run side by side, on the two workers.
+    with fleet.engine.connect() as conn:
+        pairs = conn.execute(text(
+            "SELECT r.parent_run_id, count(DISTINCT a.worker) FROM step_attempts a JOIN runs r ON r.run_id = a.run_id "
+            "WHERE r.parent_run_id IS NOT NULL GROUP BY r.parent_run_id")).all()
+    assert any(n == 2 for _, n in pairs)
+
+
+def test_a_worker_killed_right_after_a_childs_final_commit_still_wakes_the_parent_once(fleet: Fleet) -> None:
+    faulty = {**fleet.env, "STEPLOG_FAULT_AFTER_COMMIT": "1"}
+    run_id = fleet.submit("fanout", {"children": 2})
+    killed = []
+    # Each faulty worker commits one step (the Map, then each child's last) and dies before publishing.
+    while not _joined_events(fleet, run_id):
+        assert len(killed) < 8, "the parent was never woken"
+        w = fleet.start(env=faulty)
+        w.proc.wait(timeout=60)
+        killed.append(w.node)
+    (joined,) = _joined_events(fleet, run_id)
+    last = next(e for e in fleet.events(joined["payload"]["by"]) if e["type"] == "succeeded")
+    assert last["worker"] in killed  # the child whose commit fired the join was committed by a worker that died
+    assert fleet.run(run_id)["status"] == "queued"
+    fleet.start()  # the sweeper publishes the join's step, which no dead worker could
+    run = fleet.wait_finished(run_id, timeout=60)
+    assert run["status"] == "succeeded" and run["result"]["succeeded"] == 2
+    assert len(_joined_events(fleet, run_id)) == 1
+    assert_contiguous(fleet.events(run_id))
