@@ -149,3 +149,50 @@ def test_a_worker_killed_right_after_a_childs_final_commit_still_wakes_the_paren
     assert run["status"] == "succeeded" and run["result"]["succeeded"] == 2
     assert len(_joined_events(fleet, run_id)) == 1
     assert_contiguous(fleet.events(run_id))
+
+
+def test_200_children_max_parallel_20_under_sigkills_never_exceed_the_window_and_join_once(fleet: Fleet) -> None:
+    import random
+    import threading
+    import time
+
+    from sqlalchemy import create_engine
+
+    _start(fleet, 3)
+    run_id = fleet.submit("fanout", {"children": 200, "max_parallel": 20, "sleep": 0.05})
+    sampler = create_engine(fleet.env["STEPLOG_DATABASE_URL"], pool_size=1)
+    peak, samples, stop = [0], [0], threading.Event()
+
+    def sample() -> None:  # every 10 ms, from the lease table: children holding a lease now
+        with sampler.connect() as conn:
+            while not stop.is_set():
+                n = conn.execute(text("SELECT count(*) FROM runs WHERE parent_run_id = :p AND lease_owner IS NOT NULL"),
+                                 dict(p=run_id)).scalar()
+                conn.commit()
+                peak[0], samples[0] = max(peak[0], n), samples[0] + 1
+                time.sleep(0.01)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    rng, kills, deadline = random.Random(15), 0, time.monotonic() + 240
+    try:
+        while fleet.run(run_id)["status"] not in ("succeeded", "failed", "cancelled"):
+            assert time.monotonic() < deadline, "the fan-out did not finish"
+            time.sleep(2.0)
+            rng.choice([w for w in fleet.workers if w.alive()]).kill()  # a SIGKILL every 2 s ...
+            kills += 1
+            fleet.start(wait=False)  # ... and a replacement, so three workers stay
+    finally:
+        stop.set()
+        watcher.join()
+        sampler.dispose()
+    run = fleet.run(run_id)
+    assert run["status"] == "succeeded", run["error"]
+    assert kills >= 1 and samples[0] > 100
+    assert 0 < peak[0] <= 20, peak[0]
+    result = run["result"]
+    assert result["succeeded"] == 200
+    assert [r["index"] for r in result["results"]] == list(range(200))
+    assert [r["result"] for r in result["results"]] == [{"index": i} for i in range(200)]
+    assert len(_joined_events(fleet, run_id)) == 1
+    assert_contiguous(fleet.events(run_id))
