@@ -196,3 +196,34 @@ def test_200_children_max_parallel_20_under_sigkills_never_exceed_the_window_and
     assert [r["result"] for r in result["results"]] == [{"index": i} for i in range(200)]
     assert len(_joined_events(fleet, run_id)) == 1
     assert_contiguous(fleet.events(run_id))
+
+
+def test_show_json_children_and_parent_show_children_and_watch(fleet: Fleet) -> None:
+    from tests.support.harness import cli, cli_json
+
+    _start(fleet, 1)
+    run_id = fleet.submit("fanout", {"children": 4, "max_parallel": 1, "sleep": 0.6, "fail": [2],
+                                     "on_error": "settled"})
+    wait_for(lambda: fleet.run(run_id)["status"] == "waiting" and len(_children(fleet, run_id)) == 4, timeout=60,
+             what="the fan-out to start")
+    shown = cli_json(fleet.env, "show", run_id, "--json")
+    assert shown["status"] == "waiting" and shown["parent"] is None
+    kids = shown["children"]
+    assert kids["total"] == 4 and sum(kids[s] for s in ("queued", "running", "succeeded", "failed", "cancelled")) == 4
+    assert kids["running"] <= 1  # max_parallel 1
+    watched = cli(fleet.env, "watch", run_id)  # no terminal: the view once, when the run has ended
+    assert watched.returncode == 0, watched.stderr
+    assert "4/4 ended: 3 succeeded, 1 failed" in watched.stdout, watched.stdout
+
+    done = cli_json(fleet.env, "show", run_id, "--json")
+    assert done["children"] == {"total": 4, "queued": 0, "running": 0, "waiting": 0, "succeeded": 3, "failed": 1,
+                                "cancelled": 0}
+    listed = cli_json(fleet.env, "show", run_id, "--children", "--json")
+    assert [(c["index"], c["status"]) for c in listed] == [(0, "succeeded"), (1, "succeeded"), (2, "failed"),
+                                                          (3, "succeeded")]
+    assert all(c["seq"] == 2 and c["workflow"] == "fanout_child" for c in listed)
+    child = cli_json(fleet.env, "show", listed[2]["run_id"], "--json")
+    assert child["parent"] == {"run_id": run_id, "seq": 2, "index": 2} and child["children"] is None
+    assert child["status"] == "failed"
+    table = cli(fleet.env, "show", run_id, "--children")
+    assert table.returncode == 0 and listed[3]["run_id"] in table.stdout
