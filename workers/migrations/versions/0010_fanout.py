@@ -122,7 +122,9 @@ BEGIN
              jsonb_build_object('fanout_seq', f.seq, 'total', f.total, 'succeeded', ok,
                                 'failed', f.failed + (NEW.status = 'failed')::int,
                                 'cancelled', f.cancelled + (NEW.status = 'cancelled')::int, 'by', NEW.run_id),
-             'steplog', 0, 0
+             -- written by the worker whose commit ended the child (its lease id is node:pid:token)
+             coalesce(nullif(split_part(OLD.lease_owner, ':', 1), ''), 'steplog'),
+             coalesce(nullif(split_part(OLD.lease_owner, ':', 2), '')::int, 0), 0
         FROM adv
     )
     INSERT INTO outbox (run_id, seq, owner, dispatched_at) SELECT adv.run_id, f.seq + 2, NULL, NULL FROM adv;
