@@ -18,6 +18,10 @@ from tasks.workflow_registry import WorkflowRegistry
 
 #: The setting that caps a fan-out (named in the error a bigger one gets).
 MAX_CHILDREN_SETTING = "STEPLOG_MAX_CHILDREN"
+#: Children dispatched at once by a fan-out with no max_parallel: enough to keep any fleet busy (each
+#: child's end dispatches the next), few enough that the broker's queue stays short. Thousands of
+#: queued steps would wait past STEPLOG_REDISPATCH_SECONDS and be published again as lost.
+UNBOUNDED_WINDOW = 256
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class Plan:
     window: int
     on_error: str
     quorum: int | None
+    max_parallel: int | None = None  # as the step asked (None: no bound; ``window`` is then UNBOUNDED_WINDOW)
 
     def write(self, owner: str, worker: str) -> Callable[[Connection], None]:
         return fanout.spawn(self.run_id, self.seq, self.children, window=self.window, on_error=self.on_error,
@@ -41,7 +46,7 @@ class Plan:
 
     def payload(self) -> dict[str, Any]:
         """What the `waiting` event shows of the fan-out (not the children: they are rows of their own)."""
-        return {"children": len(self.children), "max_parallel": self.window,
+        return {"children": len(self.children), "max_parallel": self.max_parallel,
                 "on_error": self.on_error + (f":{self.quorum}" if self.quorum else "")}
 
 
@@ -66,8 +71,8 @@ def plan(spawn: Spawn, registry: WorkflowRegistry, *, run_id: str, seq: int, max
             raise FailRun(f"child {i} of the fan-out: {exc}; nothing was spawned") from None
         made.append(fanout.NewChild(wf.name, valid, wf.start(wf.input_model.model_validate(valid))))
     mode, k = spawn.mode
-    window = min(spawn.max_parallel or n, n)
-    return Plan(run_id, seq, tuple(made), window, mode, k)
+    window = min(spawn.max_parallel or UNBOUNDED_WINDOW, n)
+    return Plan(run_id, seq, tuple(made), window, mode, k, spawn.max_parallel)
 
 
 def joined(engine: Engine, run_id: str, seq: int, *, artifacts: Any = None) -> Joined:

@@ -227,3 +227,27 @@ def test_show_json_children_and_parent_show_children_and_watch(fleet: Fleet) -> 
     assert child["status"] == "failed"
     table = cli(fleet.env, "show", run_id, "--children")
     assert table.returncode == 0 and listed[3]["run_id"] in table.stdout
+
+
+def test_a_map_over_a_tool_calls_it_once_per_item_each_with_its_own_key(fleet: Fleet) -> None:
+    from tests.support.toolsupport import LocalHTTPServer
+
+    with LocalHTTPServer() as hook:
+        env = {**fleet.env, "STEPLOG_NET_ALLOW": hook.allow}
+        run_id = fleet.submit("notify_each", {"url": f"{hook.base}/hook", "n": 5})
+        # The parent's worker dies right after committing the Map, before publishing any child.
+        faulty = fleet.start(env={**env, "STEPLOG_FAULT_AFTER_COMMIT": "1"})
+        faulty.proc.wait(timeout=60)
+        _start(fleet, 2, env=env)
+        run = fleet.wait_finished(run_id, timeout=60)
+        assert run["status"] == "succeeded", run["error"]
+        kids = _children(fleet, run_id)
+        with fleet.engine.connect() as conn:
+            ledger = conn.execute(text("SELECT run_id, seq, key, status FROM tool_ledger WHERE tool = 'notify' "
+                                       "ORDER BY run_id")).all()
+        # Each call is its child's: keyed by the child's run id and step, recorded once, made once.
+        assert [(r.run_id, r.seq, r.status) for r in ledger] == [(k["run_id"], 2, "succeeded") for k in kids]
+        assert run["result"]["ok"] == [True] * 5
+        assert run["result"]["keys"] == [r.key for r in ledger]
+        assert sorted(k for k, _ in hook.requests) == sorted(run["result"]["keys"])  # one request per item
+        assert sorted(p["item"] for _, p in hook.requests) == list(range(5))
