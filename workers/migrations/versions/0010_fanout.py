@@ -82,6 +82,9 @@ BEGIN
   IF NEW.parent_run_id IS NULL THEN
     RETURN NULL;
   END IF;
+  -- The parent's row before the fan-out's: the order a cancel of the parent takes them in (its own row,
+  -- then, through its children's ends, the fan-out's), so the two never wait on each other in a cycle.
+  PERFORM 1 FROM runs WHERE run_id = NEW.parent_run_id FOR NO KEY UPDATE;
   SELECT * INTO f FROM fanouts WHERE run_id = NEW.parent_run_id AND seq = NEW.parent_seq FOR UPDATE;
   IF NOT FOUND THEN
     RETURN NULL;
