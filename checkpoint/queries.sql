@@ -61,7 +61,7 @@ WITH claimed AS (
   SELECT run_id, :seq, attempt, :owner, :worker, :pid FROM claimed
 )
 SELECT c.workflow, c.input, c.attempt, e.state,
-       CASE WHEN e.type IN ('signal', 'timed_out', 'woke') THEN jsonb_build_object('type', e.type, 'payload', e.payload) END,
+       CASE WHEN e.type IN ('signal', 'timed_out', 'woke', 'joined') THEN jsonb_build_object('type', e.type, 'payload', e.payload) END,
        (SELECT extract(epoch FROM now() - d.dispatched_at)::float8 FROM consumed d) AS queue_wait,
        c.priority
   FROM claimed c JOIN events e ON e.run_id = c.run_id AND e.seq = :seq - 1
@@ -82,10 +82,14 @@ SELECT r.status, r.next_seq, r.cancel_requested_by,
 -- the event, the next step's outbox row (promised by :owner, who publishes right after), and the
 -- attempt's outcome. A cancel requested meanwhile turns the continuation into a `cancelled` event.
 -- With :status 'waiting' the run parks: what it waits for goes on its row, and no outbox row is made.
+-- A child run (fan-out) whose cancel was requested ends `cancelled` even when its step finished: its
+-- parent's join no longer counts it (checkpoint/fanout.sql).
 WITH adv AS (
   UPDATE runs r
      SET next_seq = :seq + 1 + (CASE WHEN :status IN ('running', 'waiting') AND r.cancel_requested_by IS NOT NULL THEN 1 ELSE 0 END),
-         status = CASE WHEN :status IN ('running', 'waiting') AND r.cancel_requested_by IS NOT NULL THEN 'cancelled' ELSE :status END,
+         status = CASE WHEN :status IN ('running', 'waiting') AND r.cancel_requested_by IS NOT NULL THEN 'cancelled'
+                       WHEN :status = 'succeeded' AND r.cancel_requested_by IS NOT NULL AND r.parent_run_id IS NOT NULL THEN 'cancelled'
+                       ELSE :status END,
          result = CAST(:result AS jsonb), attempt = 0,
          wait_signal = CASE WHEN :status = 'waiting' THEN CAST(:wait_signal AS text) END,
          wait_since = CASE WHEN :status = 'waiting' THEN now() END,
@@ -96,7 +100,8 @@ WITH adv AS (
   RETURNING r.run_id, r.status, r.cancel_requested_by, r.flow_key
 ), ev AS (
   INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
-  SELECT run_id, :seq, :type, CAST(:state AS jsonb), CAST(:payload AS jsonb), :worker, :pid, :attempt FROM adv
+  SELECT run_id, :seq, CASE WHEN :status = 'succeeded' AND status = 'cancelled' THEN 'cancelled' ELSE :type END,
+         CAST(:state AS jsonb), CAST(:payload AS jsonb), :worker, :pid, :attempt FROM adv
 ), cancel_ev AS (
   INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
   SELECT run_id, :seq + 1, 'cancelled', CAST(:state AS jsonb), jsonb_build_object('by', cancel_requested_by),

@@ -163,7 +163,7 @@ class Agent:
         self.remember, self.out_of_steps, self.window = remember, out_of_steps, window
         self.workflow = Workflow(name, input, self.loop.start, self.loop.step, time_limit=time_limit,
                                  describe=self.loop.describe, precheck=precheck, session=self.chat,
-                                 concurrency=concurrency)
+                                 concurrency=concurrency, tools=tuple(t for t in self.tools if isinstance(t, Tool)))
 
     def as_workflow(self) -> Workflow:
         return self.workflow

@@ -12,7 +12,7 @@ import signal
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -24,11 +24,11 @@ from checkpoint.artifacts import is_pointer_json, offload, resolve
 from checkpoint.errors import Throttled
 from checkpoint.jsonutil import dumps
 from checkpoint.steps import Claim, Dispatch, Worker
-from tasks import logcontext
+from tasks import children, logcontext
 from tasks.errors import FailRun
 from tasks.observe import NOTHING, Observation, Observer
 from tasks.timeout import StepTimeout, time_limit
-from tasks.workflow import Continue, Finish, Sleep, StepContext, Wait, Wake
+from tasks.workflow import Continue, Finish, Sleep, Spawn, StepContext, Wait, Wake
 from tasks.workflow_registry import WorkflowRegistry
 
 log = logging.getLogger("steplog.step")
@@ -47,6 +47,7 @@ class StepPolicy:
     redispatch_seconds: float = 30.0
     fault_after_commit: bool = False
     fault_before_claim: bool = False
+    max_children: int = 10_000
 
 
 def commit_args(outcome: Any, current_state: dict[str, Any]) -> dict[str, Any]:
@@ -59,6 +60,11 @@ def commit_args(outcome: Any, current_state: dict[str, Any]) -> dict[str, Any]:
         )
     if isinstance(outcome, Continue):
         return dict(event_type=outcome.event, state=outcome.state, payload=outcome.payload, extra_writes=outcome.writes)
+    if isinstance(outcome, Spawn):  # a fan-out parks the run until the join (tasks/children.py)
+        return dict(
+            event_type="waiting", state=outcome.state if outcome.state is not None else current_state,
+            payload=dict(outcome.payload), status="waiting", extra_writes=outcome.writes,
+        )
     if isinstance(outcome, (Wait, Sleep)):
         now = datetime.now(timezone.utc)
         if isinstance(outcome, Wait):
@@ -72,7 +78,7 @@ def commit_args(outcome: Any, current_state: dict[str, Any]) -> dict[str, Any]:
             state=outcome.state if outcome.state is not None else current_state,
             payload=payload, status="waiting", extra_writes=outcome.writes, wait_signal=signal_name, wait_until=due,
         )
-    raise TypeError(f"a step returned {type(outcome).__name__}, not Continue, Finish, Wait or Sleep")
+    raise TypeError(f"a step returned {type(outcome).__name__}, not Continue, Finish, Wait, Sleep, Map or Spawn")
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:
@@ -115,6 +121,8 @@ class StepRunner:
     def services(self) -> Any:
         if callable(self._services):
             self._services = self._services()
+            if getattr(self._services, "workflows", False) is None:
+                self._services.workflows = self.registry  # a Map(tool=) child finds its parent's tools
         return self._services
 
     def run(self, run_id: str, seq: int) -> str:
@@ -221,7 +229,7 @@ class StepRunner:
             obs.claimed(claim, kind)
             history = self.services.load_history(claim.run_id, claim.seq - 1) if wf.history else None
             ctx = StepContext(claim.run_id, claim.seq, claim.attempt, inp, state, me.name, me.owner, self.services,
-                              history, Wake.from_event(claim.wake))
+                              history, self._wake(claim))
             started = time.perf_counter()
             with time_limit(wf.time_limit or self.policy.step_time_limit):
                 outcome = wf.step(ctx)
@@ -233,10 +241,17 @@ class StepRunner:
         except (Exception, StepTimeout) as exc:
             return self._attempt_failed(claim, me, exc)
 
+        plan = None
         try:
             kwargs = commit_args(outcome, state)
+            if isinstance(outcome, Spawn):
+                plan = self._plan(claim, wf, outcome)
+                kwargs["payload"] = {**kwargs["payload"], **plan.payload()}
+                kwargs["extra_writes"] = (*kwargs["extra_writes"], plan.write(me.owner, me.name))
         except TypeError as exc:
             return self._attempt_failed(claim, me, TypeError(f"workflow {wf.name!r}: {exc}"))
+        except FailRun as exc:  # too many children, an unknown child workflow or tool: nothing is spawned
+            return self._fail_now(claim, me, exc)
         if kwargs.get("status") == "waiting":
             kwargs["payload"] = {**kwargs["payload"], **obs.parked()}  # e.g. the span the next step links to
 
@@ -271,6 +286,9 @@ class StepRunner:
             self.publish(Dispatch(claim.run_id, claim.seq + 1, wf.name, claim.priority), label)
         elif status == "queued":  # the wait was met at once by a signal sent before it: seq + 1 is that signal
             self.publish(Dispatch(claim.run_id, claim.seq + 2, wf.name, claim.priority), label)
+        elif status == "waiting" and plan is not None:  # the children the commit dispatched
+            for child_id, child_wf in plan.first():
+                self.publish(Dispatch(child_id, 2, child_wf), None)
         for after in getattr(outcome, "after", ()):
             self._hot(claim, after)
         if status == "waiting":
@@ -280,6 +298,22 @@ class StepRunner:
                 "seq": claim.seq, "type": kwargs["event_type"], "status": status, "worker": me.name,
                 "attempt": claim.attempt}))
         return status
+
+    # -- fan-out: children planned before the commit, their outcomes read at the join ----------------
+
+    def _plan(self, claim: Claim, wf: Any, spawn: Spawn) -> children.Plan:
+        declared = {getattr(t, "name", None) for t in wf.tools}
+        return children.plan(
+            spawn, self.registry, run_id=claim.run_id, seq=claim.seq, max_children=self.policy.max_children,
+            parent_workflow=wf.name, tool_known=lambda name: name in self.services.tools or name in declared,
+        )
+
+    def _wake(self, claim: Claim) -> Wake | None:
+        wake = Wake.from_event(claim.wake)
+        if wake is not None and wake.kind == "joined":
+            wake = replace(wake, data=children.joined(self.engine, claim.run_id, wake.data["fanout_seq"],
+                                                      artifacts=getattr(self.services, "artifacts", None)))
+        return wake
 
     def _hot(self, claim: Claim, write: Callable[[], Any]) -> None:
         try:

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
         "a lost message (a lost Redis queue is noticed within a sweep, see the README).",
     )
     max_attempts: int = Field(5, ge=1, description="Attempts at one step before its run ends failed.")
+    max_children: int = Field(
+        10_000, ge=1, description="Most child runs one step may spawn (Map, Spawn); a bigger fan-out fails the step "
+        "and spawns nothing.",
+    )
     retry_backoff_seconds: float = Field(
         0.5, ge=0, description="First delay before re-trying a failed step; doubles per attempt (capped at 60 s)."
     )

@@ -50,6 +50,7 @@ def step_policy(s: Settings) -> StepPolicy:
         redispatch_seconds=s.redispatch_seconds,
         fault_after_commit=s.fault_after_commit,
         fault_before_claim=s.fault_before_claim,
+        max_children=s.max_children,
     )
 
 

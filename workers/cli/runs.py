@@ -40,14 +40,28 @@ def submit(
 def show(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    children: Annotated[bool, typer.Option("--children", help="List the run's child runs (fan-out) instead.")] = False,
 ) -> None:
-    """A run's status, input, result or error, the step in flight, and its events."""
+    """A run's status, input, result or error, the step in flight, its children and parent, and its events."""
     from workers.cli import pg
-    from workers.cli.render import run_json, run_view
+    from workers.cli.render import (
+        child_json,
+        children_json,
+        children_table,
+        parent_json,
+        run_json,
+        run_view,
+    )
 
     run = pg.get_run(ctx.db, run_id)
+    if children:
+        rows = pg.children(ctx.db, run_id)
+        print_json([child_json(r) for r in rows]) if as_json else out.print(children_table(rows))
+        return
     throttle = pg.throttle(ctx.db, run_id) if run["status"] in ("queued", "running") else None
     doc = run_json(run, pg.events(ctx.db, run_id), pg.in_flight(ctx.db, run_id), throttle)
+    doc["children"] = children_json(pg.children_counts(ctx.db, run_id))
+    doc["parent"] = parent_json(pg.family(ctx.db, run_id))
     print_json(doc) if as_json else out.print(run_view(doc))
 
 
