@@ -54,6 +54,18 @@ def first_step_wait(fleet: Fleet, run_id: str) -> float:
             dict(r=run_id)).scalar_one()
 
 
+def steps_started_before_it(fleet: Fleet, run_id: str, key: str | None = None) -> int:
+    """Steps of other runs (of concurrency key ``key``, if given) started between a run's submission and
+    its first step's start: how many it queued behind, a count the machine's load does not change."""
+    with fleet.engine.connect() as conn:
+        return conn.execute(text(
+            "WITH me AS (SELECT r.created_at, min(a.started_at) AS first FROM runs r "
+            "JOIN step_attempts a ON a.run_id = r.run_id WHERE r.run_id = :r GROUP BY r.created_at) "
+            "SELECT count(*) FROM step_attempts a JOIN runs o ON o.run_id = a.run_id, me WHERE a.run_id <> :r "
+            "AND (CAST(:key AS text) IS NULL OR o.flow_key = :key) "
+            "AND a.started_at > me.created_at AND a.started_at < me.first"), dict(r=run_id, key=key)).scalar_one()
+
+
 def limited(env: dict[str, str], limit: int) -> dict[str, str]:
     return {**env, "STEPLOG_CONCURRENCY": json.dumps({"countdown": {"key": "input.tenant", "limit": limit}})}
 
@@ -75,7 +87,7 @@ def test_a_key_over_its_limit_waits_holding_no_worker_and_show_says_why(fast_env
                         "SELECT run_id FROM outbox WHERE throttle_key = 'tenant=a' AND dispatched_at IS NULL "
                         "ORDER BY throttled_since DESC LIMIT 1")).scalar_one_or_none()
 
-            waiter = wait_for(last_waiter, timeout=30, what="a waiter of tenant a")
+            wait_for(last_waiter, timeout=30, what="a waiter of tenant a")
             assert re.search(r"concurrency tenant=a: [0-2]/2 in flight, \d+ queued", cli(env, "limits").stdout)
             limits = json.loads(cli(env, "limits", "--json").stdout)
             shown = cli(env, "show", wait_for(last_waiter, timeout=30, what="a waiter"))
@@ -94,7 +106,7 @@ def test_a_key_over_its_limit_waits_holding_no_worker_and_show_says_why(fast_env
         assert t["text"].startswith("concurrency tenant=a ") and doc["in_flight"] is None
         assert sampler.most["tenant=a"] == 2 and sampler.most["tenant=b"] == 1, sampler.most
         # b did not queue behind a's runs: its first step started at once on the third worker
-        assert first_step_wait(fleet, b_run) < 0.5
+        assert steps_started_before_it(fleet, b_run, "tenant=a") == 0
         with fleet.engine.connect() as conn:
             left = conn.execute(text("SELECT count(*) FROM outbox")).scalar_one()
             slots = conn.execute(text("SELECT count(*) FROM runs WHERE flow_slot")).scalar_one()
@@ -167,7 +179,8 @@ def test_tenants_keep_their_limit_through_sigkills_and_a_small_tenant_is_not_sta
         for _ in range(4):
             fleet.start()
         with LeaseSampler(fleet.engine) as sampler:
-            a_runs = [fleet.submit("countdown", {"steps": 2, "sleep": step, "tenant": "A"}) for _ in range(200)]
+            for _ in range(200):
+                fleet.submit("countdown", {"steps": 2, "sleep": step, "tenant": "A"})
             b_runs = [fleet.submit("countdown", {"steps": 2, "sleep": step, "tenant": "B"}) for _ in range(5)]
             for _ in range(3):
                 time.sleep(3)
@@ -182,8 +195,9 @@ def test_tenants_keep_their_limit_through_sigkills_and_a_small_tenant_is_not_sta
         assert sampler.samples > 100
         assert sampler.ever["tenant=A"] == 3 and sampler.ever["tenant=B"] <= 3, sampler.ever
         assert sampler.most["tenant=A"] == 3, sampler.most
-        first_b = first_step_wait(fleet, b_runs[0])
-        assert first_b < step, f"B's first step waited {first_b:.3f} s behind A's 200 runs"
+        # Within one step's duration: at most one step per A slot (3) started before B's first, not A's queue.
+        ahead = steps_started_before_it(fleet, b_runs[0], "tenant=A")
+        assert ahead <= 3, f"B's first step queued behind {ahead} of A's steps"
         with fleet.engine.connect() as conn:
             # A's steps go first come, first served: each run's second step queues behind the first
             # steps of the runs submitted before it (A's runs finish later, all of them together).
@@ -208,7 +222,7 @@ def test_recoveries_outrank_every_run_priority_on_both_brokers():
 
 
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
-def test_a_priority_9_run_starts_within_a_second_behind_5000_queued_steps(broker, fast_env, tmp_path):
+def test_a_priority_9_run_overtakes_5000_queued_steps(broker, fast_env, tmp_path):
     """5,000 priority-0 steps queued on the broker, one worker taking them; `submit --priority 9` starts
     its run's first step within a second of its submission, ahead of every one still queued."""
     import uuid
@@ -248,7 +262,10 @@ def test_a_priority_9_run_starts_within_a_second_behind_5000_queued_steps(broker
                                   dict(r=run_id)).scalar_one()
             assert conn.execute(text("SELECT priority FROM runs WHERE run_id = :r"), dict(r=run_id)).scalar_one() == 9
         assert behind > 1000, "the priority-9 run did not overtake the queue"
-        assert first_step_wait(fleet, run_id) < 1.0
+        # "Within a second" is the benchmark's figure (no wall clock here): what decides it is that the
+        # steps started between its submission and its first step are only those the worker had
+        # already taken from the broker, not the queue's.
+        assert steps_started_before_it(fleet, run_id) <= 20
     finally:
         fleet.close()
         if broker == "rabbitmq":
