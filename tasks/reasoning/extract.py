@@ -185,7 +185,7 @@ def best_extract(document: dict[str, Any], terms: Sequence[str], focus: Sequence
         if not focus_hits:
             continue
         covered = covered_terms(text, terms)
-        score = (len(covered), len(focus_hits))
+        score = (weight(covered), weight(focus_hits))
         if best is None or score > best[0]:  # strictly better: ties keep the earlier passage
             ref = PassageRef(document["corpus"], document["doc_id"], int(p["ordinal"]))
             module = module_of(document["doc_id"], document.get("source"))
