@@ -35,8 +35,9 @@ def rank_modules(
     extracts: Sequence[Extract], votes: Mapping[str, float], topics: Mapping[str, float] | None = None
 ) -> list[ModuleEvidence]:
     """Modules best first: the quote holding most of the question plus, at half weight, the
-    question words the module's name and summary line hold (``topics``); then search consensus,
-    then the number of quotes, then the order they were found in."""
+    question words the module's name and summary line hold (``topics``); on a tie the quote holding
+    more of the question, then search consensus, then the number of quotes, then the order they
+    were found in."""
     grouped: dict[str, list[Extract]] = {}
     for e in extracts:
         grouped.setdefault(e.module, []).append(e)
@@ -52,7 +53,7 @@ def rank_modules(
         )
         for m, es in grouped.items()
     ]
-    return sorted(evidence, key=lambda ev: (-ev.score, -ev.votes, -len(ev.extracts), ev.first))
+    return sorted(evidence, key=lambda ev: (-ev.score, -ev.coverage, -ev.votes, -len(ev.extracts), ev.first))
 
 
 def _cite(e: Extract) -> str:
