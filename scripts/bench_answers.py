@@ -7,14 +7,15 @@ its first citation). Prints a table per set and its score: "tuned" are the ten q
 tests/support/stdlib_questions.py (the ranking was tuned on them), "heldout" the twenty of
 tests/support/heldout_questions.py (never tuned on), "heldout_b" the second held-out twenty of that
 file (HELDOUT_B, written before the lead-source ranking change, never tuned on either), "heldout_c"
-the third (HELDOUT_C, written before the corpus enrichment round, never tuned on), "dev" the
-questions below that further tuning may use instead of the held-out sets.
+the third (HELDOUT_C, written before the corpus enrichment round, never tuned on), "heldout_d"
+the fourth (HELDOUT_D, written before the round that ranks on module names, summary lines and
+vocabulary, never tuned on), "dev" the questions below that further tuning may use instead of the held-out sets.
 
 The stdlib corpus is built in a scratch database, dropped afterwards; with ``--keep NAME`` the
 database ``NAME`` is kept and reused by the next run (built only if it has no corpus yet), so
 repeated measurements skip the build (``--rebuild`` forces it).
 
-Usage: python scripts/bench_answers.py [--set tuned|dev|heldout|heldout_b|heldout_c|all] [--keep NAME] [--rebuild] [--json]
+Usage: python scripts/bench_answers.py [--set tuned|dev|heldout|heldout_b|heldout_c|heldout_d|all] [--keep NAME] [--rebuild] [--json]
 
 It also times the corpus searches themselves: `tools.corpus.search` over every sub-query of the
 questions scored (p50 and p99).
@@ -40,7 +41,7 @@ from sqlalchemy.engine import make_url
 from tasks.reasoning.base import FinalReport, Observation, ResearchContext, ToolCall
 from tasks.reasoning.offline import SEARCH_LIMIT, OfflineReasoner
 from tasks.reasoning.subqueries import subqueries
-from tests.support.heldout_questions import HELDOUT, HELDOUT_B, HELDOUT_C, is_right
+from tests.support.heldout_questions import HELDOUT, HELDOUT_B, HELDOUT_C, HELDOUT_D, is_right
 from tests.support.stdlib_questions import QUESTIONS
 from tools.corpus import build_stdlib, corpus_exists, search
 from tools.registry import builtin_registry
@@ -132,6 +133,7 @@ SETS = {
     "heldout": list(HELDOUT),
     "heldout_b": list(HELDOUT_B),
     "heldout_c": list(HELDOUT_C),
+    "heldout_d": list(HELDOUT_D),
 }
 
 

@@ -18,7 +18,8 @@ from sqlalchemy import Engine, create_engine
 
 from tasks.reasoning.base import FinalReport, Observation, ResearchContext, ToolCall
 from tasks.reasoning.citations import PassageRef, parse_citation
-from tasks.reasoning.extract import GAP, Extract, answer_sentences, name_terms, summary_line, topic_terms
+from tasks.reasoning.extract import GAP, Extract, answer_sentences, name_terms, summary_line, topic_terms, weight
+from tasks.reasoning import offline
 from tasks.reasoning.offline import OfflineReasoner
 from tasks.reasoning.report import rank_modules
 from tasks.reasoning.subqueries import subqueries
@@ -157,6 +158,13 @@ def test_a_module_named_for_the_question_outranks_a_quote_holding_one_more_word(
     # Two more words held by a quote outweigh one more found in a name.
     wide = _extract("cmd", "cmd", ("parse", "command", "line", "arguments"))
     assert rank_modules([wide, named], {}, {"argparse": 2, "cmd": 0})[0].module == "cmd"
+    # Generic words held by a quote count half: "get" and "read" together only tie with "size", and
+    # the module found by more searches wins a tie; one generic word less and the specific one leads.
+    generic = _extract("shutil", "shutil", ("get", "file", "read"))
+    specific = _extract("os.path.getsize", "os.path", ("size", "file"))
+    assert [ev.module for ev in rank_modules([generic, specific], {"shutil": 2.0})] == ["shutil", "os.path"]
+    fewer = _extract("shutil", "shutil", ("get", "file"))
+    assert [ev.module for ev in rank_modules([fewer, specific], {"shutil": 2.0})] == ["os.path", "shutil"]
 
 
 def test_topic_terms_are_found_in_a_documents_name_and_summary_line():
@@ -169,11 +177,32 @@ def test_topic_terms_are_found_in_a_documents_name_and_summary_line():
     assert name_terms("functools.lru_cache", ["cache", "results"]) == ("cache",)
     assert name_terms("csv.DictReader", ["read", "dict"]) == ("read", "dict")
     assert name_terms("os", ["ostensibly"]) == ()
+    # A generic word is a word of the name or nothing: "read" in DictReader, not in readline; "get"
+    # is not in getpass, and "times" ("how many times") is not in timeit.
+    assert name_terms("readline", ["read", "environment"]) == ()
+    assert name_terms("getpass", ["get", "passed"]) == ()
+    assert name_terms("timeit", ["times", "word"]) == ()
+    assert name_terms("timeit", ["time"]) == ("time",)
+    assert weight(("get", "size", "file")) == 2.5 and weight(("times",)) == 0.5 and weight(("time",)) == 1
     # The summary line comes after the call signature a member's first passage starts with.
     member = {"doc_id": "datetime.timedelta",
               "passages": [{"text": "datetime.timedelta(days=0)\n\nDifference between two datetime values.\n\nMore."}]}
     assert summary_line(member) == "Difference between two datetime values."
     assert summary_line({"doc_id": "x", "passages": []}) == ""
+    # A module without a docstring starts with its synopsis' heading: it has no summary line.
+    assert summary_line({"doc_id": "enum", "passages": [{"text": "What the enum module provides:\n\n- Enum: ..."}]}) == ""
+
+
+def test_a_modules_vocabulary_in_the_search_results_counts_towards_its_topic():
+    # struct's module document says nothing of packing, but the searches found struct.pack: the
+    # module's own names are its vocabulary. ipaddress only quotes the words.
+    terms = ["pack", "integers", "bytes"]
+    seen = offline._Seen(searches={
+        "pack": [{"doc_id": "ipaddress", "source": "ipaddress"}, {"doc_id": "struct.pack", "source": "struct"}],
+    })
+    extracts = [_extract("ipaddress", "ipaddress", ("pack", "integers")), _extract("struct", "struct", ("bytes",))]
+    topics = offline._topics(seen, terms, extracts, ["pack"])
+    assert topics == {"ipaddress": 0.0, "struct": 1.0}
 
 
 def test_report_is_markdown_with_a_sources_section(corpus_engine):

@@ -14,7 +14,7 @@ from typing import Any
 
 from tasks.reasoning.citations import PassageRef
 from tools.corpus import extract_sentences, split_sentences
-from tools.corpus.text import stem, word_stems
+from tools.corpus.text import is_generic, stem, term_weight, word_stems
 
 GAP = " [...] "
 MAX_SENTENCES = 3
@@ -57,21 +57,38 @@ def summary_line(document: dict[str, Any] | None) -> str:
     for line in passages[0]["text"].splitlines():
         line = line.strip()
         if line and not (line.startswith(doc_id + "(") or line == doc_id):
-            return line
+            # A module without a docstring of its own starts with its synopsis' heading, no summary.
+            return "" if line == f"What the {doc_id} module provides:" else line
     return ""
 
 
 def name_terms(name: str, terms: Sequence[str]) -> tuple[str, ...]:
     """The terms that name ``name`` (a module or qualified name): their stem is the stem of one of
-    its parts (split at dots, underscores and camel case), or lies inside a run-together part."""
+    its parts (split at dots, underscores and camel case), or lies inside a run-together part.
+
+    A generic word (``tools.corpus.text.GENERIC_WORDS``) must be a word of the name: the start of a
+    camel-case piece ("read" in DictReader) but not a piece of a run-together one ("read" in readline,
+    "get" in getpass), where it is most often a coincidence of spelling.
+    """
     parts = [p.lower() for p in re.split(r"[^A-Za-z0-9]+", name) if p]
+    pieces = {piece.lower() for p in re.split(r"[^A-Za-z0-9]+", name) for piece in _camel_pieces(p)}
     stems = word_stems(name.replace(".", " ").replace("_", " "))
     out = []
     for t in terms:
         s = stem(t)
-        if s in stems or (len(s) >= MIN_INNER_STEM and any(s in p for p in parts)):
+        if s in stems:
+            out.append(t)
+        elif len(s) >= MIN_INNER_STEM and not is_generic(t) and any(s in p for p in parts):
+            out.append(t)
+        elif is_generic(t) and any(p.startswith(s) for p in pieces):
             out.append(t)
     return tuple(out)
+
+
+def _camel_pieces(part: str) -> list[str]:
+    """The camel-case pieces of a name part, when it has more than one (DictReader -> Dict, Reader)."""
+    found = re.findall(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+", part)
+    return found if len(found) > 1 else []
 
 
 def topic_terms(name: str, document: dict[str, Any] | None, terms: Sequence[str]) -> tuple[str, ...]:
@@ -82,6 +99,11 @@ def topic_terms(name: str, document: dict[str, Any] | None, terms: Sequence[str]
     in_summary = set(covered_terms(summary_line(document), terms)) if document else set()
     named = set(name_terms(name, terms))
     return tuple(t for t in terms if t in named or t in in_summary)
+
+
+def weight(terms: Sequence[str]) -> float:
+    """What ``terms`` found together are worth: one per term, half per generic word."""
+    return sum(term_weight(t) for t in terms)
 
 
 def module_of(doc_id: str, source: str | None = None) -> str:
@@ -163,7 +185,7 @@ def best_extract(document: dict[str, Any], terms: Sequence[str], focus: Sequence
         if not focus_hits:
             continue
         covered = covered_terms(text, terms)
-        score = (len(covered), len(focus_hits))
+        score = (weight(covered), weight(focus_hits))
         if best is None or score > best[0]:  # strictly better: ties keep the earlier passage
             ref = PassageRef(document["corpus"], document["doc_id"], int(p["ordinal"]))
             module = module_of(document["doc_id"], document.get("source"))

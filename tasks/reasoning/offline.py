@@ -15,7 +15,7 @@ from typing import Any
 
 from tasks.reasoning.base import Decision, FinalReport, Observation, ResearchContext, ToolCall
 from tasks.reasoning.citations import PassageRef, parse_citation
-from tasks.reasoning.extract import Extract, best_extract, covered_terms, module_of, topic_terms
+from tasks.reasoning.extract import Extract, best_extract, covered_terms, module_of, name_terms, topic_terms, weight
 from tasks.reasoning.report import compose
 from tasks.reasoning.subqueries import MAX_SUBQUERIES, subqueries
 from tools.corpus import query_terms
@@ -135,19 +135,27 @@ def _consensus(seen: _Seen, queries: list[str]) -> list[tuple[str, str]]:
     return [(m, best[m]) for m in order]
 
 
-def _topics(seen: _Seen, terms: list[str], extracts: list[Extract]) -> dict[str, int]:
-    """Per module of ``extracts``: the question terms its own name and summary line hold (its module
-    document's, if read), plus those the name and summary line of its best quoted document hold."""
-    topics: dict[str, int] = {}
+def _topics(seen: _Seen, terms: list[str], extracts: list[Extract], queries: list[str]) -> dict[str, float]:
+    """Per module of ``extracts``, what it is about by its own account: the question terms its own
+    name and summary line hold (its module document's, if read), plus those the name and summary
+    line of its best quoted document hold, plus those the name of its best-named document in any
+    sub-query's results holds (its vocabulary: ``struct.pack`` names "pack", ``collections.Counter``
+    "count"). Each weighed by :func:`~tasks.reasoning.extract.weight` (a generic word counts half)."""
+    named: dict[str, float] = {}
+    for q in queries:
+        for r in seen.searches.get(q, []):
+            m = module_of(r["doc_id"], r.get("source"))
+            named[m] = max(named.get(m, 0.0), weight(name_terms(r["doc_id"], terms)))
+    topics: dict[str, float] = {}
     for e in extracts:
         if e.module in topics:
             continue
         own = topic_terms(e.module, seen.reads.get(e.module), terms)
         quoted = max(
-            (len(topic_terms(x.ref.doc_id, seen.reads.get(x.ref.doc_id), terms)) for x in extracts if x.module == e.module),
-            default=0,
+            (weight(topic_terms(x.ref.doc_id, seen.reads.get(x.ref.doc_id), terms)) for x in extracts if x.module == e.module),
+            default=0.0,
         )
-        topics[e.module] = len(own) + quoted
+        topics[e.module] = weight(own) + quoted + named.get(e.module, 0.0)
     return topics
 
 
@@ -283,7 +291,7 @@ class OfflineReasoner:
     ) -> Decision:
         extracts = self._evidence(context, terms, seen, pending=truncated)
         report: FinalReport = compose(context.question, extracts, corpus=context.corpus,
-                                      votes=_votes(seen, queries), topics=_topics(seen, terms, extracts),
+                                      votes=_votes(seen, queries), topics=_topics(seen, terms, extracts, queries),
                                       truncated=truncated, stop_reason=why)
         record = {"reasoner": self.name, "tool": None, "truncated": truncated, "sources": len(report.citations)}
         return Decision(report, record=record)

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tasks.reasoning.base import FinalReport
-from tasks.reasoning.extract import Extract, is_file_id
+from tasks.reasoning.extract import Extract, is_file_id, weight
 
 
 # What a question word found in a module's name or summary line is worth, against one held by a
@@ -21,22 +21,23 @@ class ModuleEvidence:
 
     module: str
     extracts: tuple[Extract, ...]
-    coverage: int  # most question terms one of its quotes holds
+    coverage: float  # most question terms one of its quotes holds, a generic word counting half
     votes: float  # retrieval consensus: reciprocal ranks over the sub-queries' searches
     first: int  # position of its first extract, the tie-breaker
-    topic: int = 0  # question terms its name and summary line hold (see offline._topics)
+    topic: float = 0  # question terms its name and summary line hold, weighed (see offline._topics)
 
     @property
     def score(self) -> float:
-        return self.coverage + TOPIC_WEIGHT * self.topic
+        return round(self.coverage + TOPIC_WEIGHT * self.topic, 6)  # rounded: float noise cannot reorder
 
 
 def rank_modules(
-    extracts: Sequence[Extract], votes: Mapping[str, float], topics: Mapping[str, int] | None = None
+    extracts: Sequence[Extract], votes: Mapping[str, float], topics: Mapping[str, float] | None = None
 ) -> list[ModuleEvidence]:
     """Modules best first: the quote holding most of the question plus, at half weight, the
-    question words the module's name and summary line hold (``topics``); then search consensus,
-    then the number of quotes, then the order they were found in."""
+    question words the module's name and summary line hold (``topics``); on a tie the quote holding
+    more of the question, then search consensus, then the number of quotes, then the order they
+    were found in."""
     grouped: dict[str, list[Extract]] = {}
     for e in extracts:
         grouped.setdefault(e.module, []).append(e)
@@ -44,15 +45,15 @@ def rank_modules(
     evidence = [
         ModuleEvidence(
             module=m,
-            extracts=tuple(sorted(es, key=lambda e: -len(e.covered))),  # stable: found order within ties
-            coverage=max(len(e.covered) for e in es),
+            extracts=tuple(sorted(es, key=lambda e: -weight(e.covered))),  # stable: found order within ties
+            coverage=max(weight(e.covered) for e in es),
             votes=round(votes.get(m, 0.0), 6),  # rounded so float noise cannot reorder
             first=order.index(m),
             topic=(topics or {}).get(m, 0),
         )
         for m, es in grouped.items()
     ]
-    return sorted(evidence, key=lambda ev: (-ev.score, -ev.votes, -len(ev.extracts), ev.first))
+    return sorted(evidence, key=lambda ev: (-ev.score, -ev.coverage, -ev.votes, -len(ev.extracts), ev.first))
 
 
 def _cite(e: Extract) -> str:
@@ -73,7 +74,7 @@ def compose(
     *,
     corpus: str,
     votes: Mapping[str, float] | None = None,
-    topics: Mapping[str, int] | None = None,
+    topics: Mapping[str, float] | None = None,
     truncated: bool = False,
     stop_reason: str = "",
 ) -> FinalReport:

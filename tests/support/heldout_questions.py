@@ -19,6 +19,10 @@ it, never tune on it.
 ``HELDOUT_C`` is a third held-out set of twenty, written (and committed) before the corpus
 enrichment round that followed ``HELDOUT_B``'s baseline, overlapping none of the sets above nor
 "dev". The same rules hold: measure it (aggregate score only), never tune on it.
+
+``HELDOUT_D`` is a fourth held-out set of twenty, written (and committed) before the ranking round
+that followed ``HELDOUT_C`` (module names, summary lines and vocabulary in the lead choice),
+overlapping none of the sets above nor "dev". The same rules hold: measure it, never tune on it.
 """
 
 HELDOUT = [
@@ -88,6 +92,29 @@ HELDOUT_C = [
     ("How do I test the examples in my docstrings?", ("doctest",)),
     ("How do I print a calendar for a month?", ("calendar",)),
     ("How do I safely evaluate a string containing a Python literal?", ("ast",)),
+]
+
+HELDOUT_D = [
+    ("How do I encode a string for use in a URL query?", ("urllib.parse",)),
+    ("How do I get the number of CPUs on this machine?", ("os", "multiprocessing")),
+    ("How do I check how much free space is left on a disk?", ("shutil", "os")),
+    ("How do I loop over a list forever, starting again at the end?", ("itertools",)),
+    ("How do I send a message over UDP?", ("socket", "socketserver")),
+    ("How do I parse an email message?", ("email", "mailbox")),
+    ("How do I hash a password before storing it?", ("hashlib",)),
+    ("How do I call a function from a C shared library?", ("ctypes",)),
+    ("How do I check which version of Python is running?", ("sys", "platform")),
+    ("How do I convert an RGB colour to HSV?", ("colorsys",)),
+    ("How do I read a specific line from a file?", ("linecache",)),
+    ("How do I escape special characters in a regular expression?", ("re",)),
+    ("How do I read lines from several files as one stream?", ("fileinput",)),
+    ("How do I compute the factorial of a number?", ("math",)),
+    ("How do I get the last modification time of a file?", ("os", "os.path", "pathlib")),
+    ("How do I change a file's permissions?", ("os", "pathlib", "stat")),
+    ("How do I translate my program's messages into other languages?", ("gettext",)),
+    ("How do I wait until one of several sockets has data?", ("selectors", "select")),
+    ("How do I open an HTTPS connection that verifies the certificate?", ("ssl", "http.client")),
+    ("How do I find the installed version of a package?", ("importlib",)),
 ]
 
 

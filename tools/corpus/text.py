@@ -27,6 +27,23 @@ QUESTION_NOISE = frozenset(
     "standard function functions method methods class classes easiest easy simple simply".split()
 )
 
+# Words of a how-to question that say what is done or how much, not to what: a library's name or
+# summary rarely turns on them ("*get* the size of a file", "how many *times*"). They still count
+# in a question, at half weight (see :func:`term_weight`), and never match inside a run-together
+# name ("read" in readline, "get" in getpass, "time" in timeit for "how many times").
+GENERIC_WORDS = frozenset(
+    "get gets getting got set sets setting do does doing done run runs running create creates creating "
+    "read reads reading write writes writing find finds finding check checks checking show shows add "
+    "adds remove removes open opens put puts take takes give gives keep keeps start starts change "
+    "changes convert converts turn turns load loads save saves pass passes passed call calls called "
+    "send sends print prints return returns handle handles work works go let try see look tell know "
+    "new one two each every all several many much same some given specific certain "
+    "multiple different own current instead later data value values thing things item items "
+    "object objects number numbers".split()
+)
+# Generic only as written: "how many times" counts, "time" is a subject (their stems are the same).
+GENERIC_FORMS = frozenset({"times"})
+
 # The common English function words (a subset of Postgres' english.stop), for sentence scoring
 # outside the database.
 STOP_WORDS = frozenset(
@@ -204,6 +221,23 @@ def query_groups(query: str) -> list[list[str]]:
             seen.add(key)
             groups.append([a.lower() for a in alts])
     return groups
+
+
+@lru_cache(maxsize=1)
+def _generic_stems() -> frozenset[str]:
+    return frozenset(stem(w) for w in GENERIC_WORDS)
+
+
+def is_generic(term: str) -> bool:
+    """Whether a question term is one of the :data:`GENERIC_WORDS` (compared by stem) or
+    :data:`GENERIC_FORMS` (as written)."""
+    return term.lower() in GENERIC_FORMS or stem(term) in _generic_stems()
+
+
+def term_weight(term: str) -> float:
+    """What a question term found in a quote, a name or a summary line is worth: 1, or 0.5 for a
+    generic word (see :data:`GENERIC_WORDS`)."""
+    return 0.5 if is_generic(term) else 1.0
 
 
 def query_terms(query: str) -> list[str]:
