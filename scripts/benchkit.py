@@ -77,6 +77,22 @@ class BenchFleet:
         for w in self.workers:
             w.wait_ready(self.engine)
 
+    def wait_seen(self, n: int, timeout: float = 120) -> None:
+        """Steady state: warm-up runs until ``n`` distinct workers have committed steps (a worker's
+        liveness row says it started, not that it consumes; one worker alone can take any fixed
+        number of warm-up runs)."""
+        seen = text("SELECT count(DISTINCT a.worker) FROM step_attempts a WHERE a.run_id = ANY(:ids) AND a.outcome = 'committed'")
+        ids: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            ids += [self.submit("countdown", {"steps": 5, "sleep": 0}) for _ in range(2 * n)]
+            self.wait_all(ids, timeout=timeout)
+            with self.engine.connect() as conn:
+                if conn.execute(seen, {"ids": ids}).scalar_one() >= n:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {n} workers consumed warm-up steps within {timeout}s")
+
     def submit(self, workflow: str, data: dict) -> str:
         return self.app.steplog.submit(workflow, data, submitted_by="bench", precheck=False)
 
@@ -101,3 +117,9 @@ class BenchFleet:
 
 def median(values) -> float:
     return statistics.median(values)
+
+
+def load_line() -> str:
+    """The machine's load averages (1, 5, 15 min) and core count, printed beside every figure."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
