@@ -33,7 +33,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
-from sqlalchemy import text
 
 from benchkit import ROOT, BenchFleet, load_line, median, scratch_database, scratch_redis, servers, worker_env
 
@@ -52,28 +51,17 @@ def steplog_rate(db: str, broker: str, log_dir: Path, runs: int, steps: int, wor
         ids = [fleet.submit("countdown", {"steps": steps, "sleep": 0}) for _ in range(runs)]
         fleet.wait_all(ids, timeout=DEADLINE)
         rate = runs * steps / (time.perf_counter() - started)
-        check_runs(fleet, ids, steps)
+        fleet.check_runs(ids, steps)
         seq = None
         if seq_steps:
             started = time.perf_counter()
             run = [fleet.submit("countdown", {"steps": seq_steps, "sleep": 0})]
             fleet.wait_all(run, timeout=DEADLINE)
             seq = (time.perf_counter() - started) * 1000 / seq_steps
-            check_runs(fleet, run, seq_steps)
+            fleet.check_runs(run, seq_steps)
         return rate, seq
     finally:
         fleet.close()
-
-
-def check_runs(fleet: BenchFleet, ids: list[str], steps: int) -> None:
-    """Every run succeeded, with its `submitted` event (seq 1) and one event per step, no gap."""
-    q = text("SELECT r.status, count(e.seq), min(e.seq), max(e.seq) FROM runs r LEFT JOIN events e USING (run_id) "
-             "WHERE r.run_id = ANY(:ids) GROUP BY r.run_id, r.status")
-    with fleet.engine.connect() as conn:
-        rows = conn.execute(q, {"ids": ids}).all()
-    bad = [tuple(r) for r in rows if tuple(r) != ("succeeded", steps + 1, 1, steps + 1)]
-    if len(rows) != len(ids) or bad:
-        raise RuntimeError(f"{len(ids) - len(rows)} runs missing; runs not succeeded with all events: {bad[:5]}")
 
 
 def bare_rate(broker: str, log_dir: Path, runs: int, steps: int, *, steplog_transport: bool = False) -> float:

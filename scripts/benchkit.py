@@ -96,7 +96,7 @@ class BenchFleet:
     def submit(self, workflow: str, data: dict) -> str:
         return self.app.steplog.submit(workflow, data, submitted_by="bench", precheck=False)
 
-    def wait_all(self, run_ids: list[str], timeout: float = 600) -> None:
+    def wait_all(self, run_ids: list[str], timeout: float = 600, interval: float = 0.02) -> None:
         # One query per poll for all runs: the measuring process must not load the Postgres it measures.
         deadline = time.monotonic() + timeout
         count = text("SELECT count(*) FROM runs WHERE run_id = ANY(:ids) AND status NOT IN ('succeeded', 'failed', 'cancelled')")
@@ -107,7 +107,18 @@ class BenchFleet:
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{pending} runs unfinished after {timeout}s")
-            time.sleep(0.02)
+            time.sleep(interval)
+
+    def check_runs(self, run_ids: list[str], steps: int) -> None:
+        """Every run succeeded with all its events: `submitted` (seq 1) and one per step, no gap. A
+        figure counted over runs that failed or lost events would flatter."""
+        q = text("SELECT r.status, count(e.seq), min(e.seq), max(e.seq) FROM runs r LEFT JOIN events e USING (run_id) "
+                 "WHERE r.run_id = ANY(:ids) GROUP BY r.run_id, r.status")
+        with self.engine.connect() as conn:
+            rows = conn.execute(q, {"ids": run_ids}).all()
+        bad = [tuple(r) for r in rows if tuple(r) != ("succeeded", steps + 1, 1, steps + 1)]
+        if len(rows) != len(run_ids) or bad:
+            raise RuntimeError(f"{len(run_ids) - len(rows)} runs missing; not succeeded with all events: {bad[:5]}")
 
     def close(self) -> None:
         for w in self.workers:
