@@ -9,7 +9,8 @@ on 1, 2 and 4 worker hosts (one `steplog worker -c 1` each) and prints, per dura
   (pg_current_wal_lsn difference, and per statement from pg_stat_statements);
 - Postgres CPU microseconds: the CPU time of every server process (postmaster, backends, WAL
   writer, checkpointer, ... and children that exited), from /proc;
-- broker and hot-tier operations (Redis INFO commandstats difference), by command;
+- broker and hot-tier operations (Redis INFO commandstats difference), by command, and round trips
+  (INFO stats total_reads_processed: one read event per request or pipeline a client sends);
 - worker CPU microseconds (the worker processes, from /proc).
 
 As root, each worker host is a Linux network namespace of its own (tests/support/netns.py) reaching
@@ -169,10 +170,12 @@ class Snapshot:
     box_busy: float
     box_total: float
     redis_calls: Counter
+    redis_reads: int  # read events the server processed: one per client round trip (a pipeline is one)
 
 
 def snapshot(conn: psycopg.Connection, servers: Servers, workers: list[WorkerProc], r: redis.Redis) -> Snapshot:
     wal, lsn = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, pg_current_wal_lsn()::text").fetchone()
+    reads = r.info("stats")["total_reads_processed"]
     stats = r.info("commandstats")
     calls = Counter({k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()})
     cpu = psutil.cpu_times()
@@ -180,7 +183,7 @@ def snapshot(conn: psycopg.Connection, servers: Servers, workers: list[WorkerPro
     return Snapshot(time.perf_counter(), int(wal), lsn,
                     cpu_seconds([servers.postmaster()], with_reaped_children=True),
                     cpu_seconds([psutil.Process(w.pid) for w in workers if w.alive()]),
-                    busy, busy + cpu.idle + getattr(cpu, "iowait", 0), calls)
+                    busy, busy + cpu.idle + getattr(cpu, "iowait", 0), calls, reads)
 
 
 POLL = "SELECT count(*) AS bench_pending FROM runs WHERE run_id = ANY(%s) AND status NOT IN ('succeeded', 'failed')"
@@ -323,6 +326,8 @@ def report(results: list[Result], netns: bool) -> None:
     print(f"commits per step (WAL commit records): {base.commits / n:.2f}")
     print(f"WAL bytes per step (LSN difference): {(base.after.wal_lsn - base.before.wal_lsn) / n:.0f}")
     ops = base.redis_ops
+    reads = base.after.redis_reads - base.before.redis_reads
+    print(f"Redis round trips per step (server read events): {reads / n:.2f}")
     print(f"Redis operations per step: {sum(ops.values()) / n:.2f}  (" +
           ", ".join(f"{k} {v / n:.2f}" for k, v in ops.most_common()) + ")")
     print()

@@ -13,11 +13,15 @@ Stock kombu also decodes a popped message inside its BRPOP reader: a list entry 
 message (``LPUSH steplog '{oops'``) raises there and kills the worker that popped it. Here such an
 entry is moved to the queue's dead letters (:mod:`workers.dead_letters`) and the worker goes on.
 
+A write offered by the publishing thread (a step's progress append, :mod:`checkpoint.riders`) rides in
+the pipeline of the message's LPUSH when it is for the same Redis database: one round trip, not two.
+
 Used for ``redis://`` brokers through Celery's ``broker_transport`` setting (workers/celeryconfig.py).
 """
 
 from __future__ import annotations
 
+import logging
 from queue import Empty
 from typing import Any
 
@@ -25,7 +29,10 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
+from checkpoint import riders
 from workers import dead_letters
+
+log = logging.getLogger("steplog.transport")
 
 
 def _unreadable(channel: kombu_redis.Channel, payload: Any) -> str | None:
@@ -63,6 +70,27 @@ class Channel(kombu_redis.Channel):
         if client is None or client.connection_pool is not self.pool:
             client = self._sync_client = super()._create_client()
         return client
+
+    def _put(self, queue, message, **kwargs):
+        # A step's progress append offered by this thread (checkpoint/riders.py) rides in the LPUSH's
+        # pipeline when it is for this Redis database: one round trip per step instead of two.
+        if kwargs.get("_publish_batch") is None and not (self._expires and queue in self._expires):
+            with self.conn_or_acquire() as client:
+                offer = riders.pending(client)
+                if offer is not None:
+                    key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+                    pipe = client.pipeline(transaction=False)
+                    pipe.lpush(key, kombu_redis.dumps(message))
+                    offer.add(pipe)
+                    pushed, *rest = pipe.execute(raise_on_error=False)
+                    if isinstance(pushed, Exception):
+                        raise pushed  # the publish failed: its retry carries the offer again
+                    offer.taken = True
+                    for err in rest:
+                        if isinstance(err, Exception):  # the rider is best effort; the message is out
+                            log.warning("a write riding with a publish failed: %s", err)
+                    return
+        super()._put(queue, message, **kwargs)
 
     def _decode(self, item: bytes, queue: str) -> dict | None:
         """A popped list entry as a kombu message, or None after moving it to the dead letters."""
