@@ -385,8 +385,12 @@ def main() -> None:
             res = measure(n, servers, admin, worker_side if netns else env, log_dir, args.runs, args.steps, prefixes)
             results.append(res)
             print(f"{n} host(s): {res.rate:.1f} steps/s, Postgres {res.pg_us:.0f} us/step, load {load_line()}")
+        kept = admin.execute(
+            "SELECT sum(pg_total_relation_size(t::regclass)), (SELECT count(*) FROM events) "
+            "FROM unnest(ARRAY['events', 'step_attempts', 'runs', 'outbox']) t").fetchone()
         admin.close()
         report(results, netns)
+        print(f"Postgres bytes kept per event (events, step_attempts, runs, outbox, with indexes): {kept[0] / kept[1]:.0f}")
         print(f"load after: {load_line()}")
     finally:
         if servers is not None:

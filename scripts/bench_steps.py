@@ -8,6 +8,7 @@
 (a1) (a) on one `steplog worker`, -c 1: one process, DBOS's shape
 (c)  DBOS 40 x 50 no-op step workflows on the same Postgres, one process (needs the `bench` extra)
 (d)  ms per step of one sequential 200-step run, median of the rounds
+(a0) with --baseline DIR: (a) on the code of another checkout (say, before a change), in the same rounds
 
 Method, because this machine drifts by +-20% within minutes: each round measures (a), (b), (b'), (a1)
 and (c) one after another, each on workers started for it and warmed up until every one of them has
@@ -37,15 +38,15 @@ import redis
 from benchkit import ROOT, BenchFleet, load_line, median, scratch_database, scratch_redis, servers, worker_env
 
 DEADLINE = 600.0  # seconds any one measurement may take before it is reported as failed
-ALL = ("a", "b", "b'", "a1", "c")
+ALL = ("a", "b", "b'", "a1", "c", "a0")
 
 
 def steplog_rate(db: str, broker: str, log_dir: Path, runs: int, steps: int, workers: int,
-                 seq_steps: int = 0) -> tuple[float, float | None]:
+                 seq_steps: int = 0, checkout: Path | None = None) -> tuple[float, float | None]:
     """(a) on ``workers`` fresh steplog workers: steps/s, and (d) ms per step if ``seq_steps``."""
     fleet = BenchFleet(worker_env(db, broker, STEPLOG_QUEUE="bench"), log_dir)
     try:
-        fleet.start(workers, "--concurrency=1")
+        fleet.start(workers, "--concurrency=1", checkout=checkout)
         fleet.wait_seen(workers)
         started = time.perf_counter()
         ids = [fleet.submit("countdown", {"steps": steps, "sleep": 0}) for _ in range(runs)]
@@ -127,9 +128,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seq-steps", type=int, default=200, help="(d)'s run length; 0 skips (d)")
-    ap.add_argument("--only", default=",".join(ALL), help=f"which of {','.join(ALL)} to measure")
+    ap.add_argument("--only", default=",".join(ALL[:-1]), help=f"which of {','.join(ALL)} to measure")
+    ap.add_argument("--baseline", type=Path, help="a checkout whose steplog (a0) to measure beside this one")
     args = ap.parse_args()
     only = [m.strip() for m in args.only.split(",") if m.strip()]
+    if args.baseline and "a0" not in only:
+        only.append("a0")
+    if "a0" in only and not args.baseline:
+        ap.error("a0 needs --baseline DIR")
     if unknown := set(only) - set(ALL):
         ap.error(f"--only: unknown measure(s) {sorted(unknown)}; choose from {','.join(ALL)}")
     if "c" in only and importlib.util.find_spec("dbos") is None:
@@ -148,15 +154,16 @@ def main() -> None:
     with scratch_database(settings.database_url) as db:
         measures: dict[str, Callable[[int], float]] = {}
 
-        def a(workers: int, with_seq: bool) -> float:
+        def a(workers: int, with_seq: bool, checkout: Path | None = None) -> float:
             rate, d = steplog_rate(db, scratch_redis(settings.broker_url, 14), log_dir, args.runs, args.steps, workers,
-                                   args.seq_steps if with_seq else 0)
+                                   args.seq_steps if with_seq else 0, checkout)
             if d is not None:
                 seq.append(d)
             return rate
 
         measures["a"] = lambda rnd: a(2, True)
         measures["a1"] = lambda rnd: a(1, False)
+        measures["a0"] = lambda rnd: a(2, False, args.baseline)
         measures["b"] = lambda rnd: bare_rate(scratch_redis(settings.broker_url, 15), log_dir, args.runs, args.steps)
         measures["b'"] = lambda rnd: bare_rate(scratch_redis(settings.broker_url, 15), log_dir, args.runs, args.steps,
                                                steplog_transport=True)
@@ -183,6 +190,7 @@ def main() -> None:
         ("(b') same, steplog transport", col("b'"), "one Redis client per channel, task-sent batched"),
         ("(a1) steplog, one worker", col("a1"), shape + ", 1 worker -c 1"),
         ("(c) DBOS no-op steps", col("c"), shape + ", one process"),
+        ("(a0) baseline checkout", col("a0"), f"{args.baseline}, as (a)"),
         ("(d) sequential latency", f"{median(seq):8.2f} ms/step" if seq else "       -",
          f"one {args.seq_steps}-step run, 2 workers"),
     ]
@@ -195,6 +203,8 @@ def main() -> None:
     print(f"a/b   = {ratio('a', 'b')}   (target >= 0.6)")
     print(f"a/b'  = {ratio('a', 'b' + chr(39))}   (durability's cost at equal transport; no target)")
     print(f"a1/c  = {ratio('a1', 'c')}   (one process each; target >= 1.3)")
+    if "a0" in only:
+        print(f"a/a0  = {ratio('a', 'a0')}   (this checkout against the baseline)   a0/b = {ratio('a0', 'b')}")
     if seq:
         print(f"d     = {median(seq):.2f} ms  (target <= 8)")
     print(f"load after: {load_line()}")

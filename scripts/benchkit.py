@@ -70,9 +70,11 @@ class BenchFleet:
 
         self.app = create_app(settings_from_env(env))
 
-    def start(self, n: int, *extra: str) -> None:
+    def start(self, n: int, *extra: str, checkout: Path | None = None) -> None:
+        """``n`` workers; ``checkout``: run another checkout's code (its directory comes first on the path)."""
+        prefix = ["env", f"--chdir={checkout}"] if checkout else []
         for _ in range(n):
-            w = WorkerProc(self.env, f"b{len(self.workers) + 1}", self.log_dir, *extra, host="bench")
+            w = WorkerProc(self.env, f"b{len(self.workers) + 1}", self.log_dir, *extra, host="bench", prefix=prefix)
             self.workers.append(w)
         for w in self.workers:
             w.wait_ready(self.engine)

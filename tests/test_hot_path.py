@@ -184,6 +184,45 @@ def test_an_offer_for_another_redis_database_is_not_taken(steplog_env):
     app.close()
 
 
+def test_the_ack_of_the_message_a_thread_works_on_rides_with_its_next_publish(steplog_env):
+    from checkpoint.steps import Dispatch
+    from workers.app import create_app
+    from workers.settings import settings_from_env
+
+    app = create_app(settings_from_env(steplog_env))
+    runtime, queue = app.steplog, app.steplog.settings.queue
+    admin = redis.Redis.from_url(steplog_env["STEPLOG_BROKER_URL"])
+    for seq in (2, 3):
+        assert runtime.publish(Dispatch("r3", seq, "countdown"))
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        # As a solo worker does: this thread takes a message (kombu records it as unacked) ...
+        message = channel.basic_get(queue)
+        assert message is not None and admin.hlen("unacked") == 1
+
+        # ... a publish from another thread (a prefork child's, a sweeper's) carries no ack ...
+        other = threading.Thread(target=runtime.publish, args=(Dispatch("r4", 2, "countdown"),))
+        other.start()
+        other.join()
+        assert admin.hlen("unacked") == 1 and admin.zcard("unacked_index") == 1
+
+        # ... its own next publish does, and Celery's ack afterwards costs no round trip.
+        assert runtime.publish(Dispatch("r3", 4, "countdown"))
+        assert admin.hlen("unacked") == 0 and admin.zcard("unacked_index") == 0
+        before = _reads(admin)
+        message.ack()
+        assert _reads(admin) - before == 1  # our INFO alone
+        assert message.acknowledged
+
+        # The next message taken and acked the ordinary way: its ack goes to Redis.
+        second = channel.basic_get(queue)
+        assert admin.hlen("unacked") == 1
+        second.ack()
+        assert admin.hlen("unacked") == 0
+    assert _queue_size(app, queue) == 2
+    app.close()
+
+
 def test_amqp_brokers_keep_kombu_own_transport():
     from workers.celeryconfig import celery_config
     from workers.settings import Settings
