@@ -30,15 +30,32 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import redis
 
 from benchkit import ROOT, BenchFleet, load_line, median, scratch_database, scratch_redis, servers, worker_env
 
+CPU_US: dict[str, list[float]] = defaultdict(list)  # worker CPU microseconds per step, per measure
 DEADLINE = 600.0  # seconds any one measurement may take before it is reported as failed
 ALL = ("a", "b", "b'", "a1", "c", "a0")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes and their children (a worker and its pool)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                t = p.cpu_times()
+                total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def steplog_rate(db: str, broker: str, log_dir: Path, runs: int, steps: int, workers: int,
@@ -48,10 +65,13 @@ def steplog_rate(db: str, broker: str, log_dir: Path, runs: int, steps: int, wor
     try:
         fleet.start(workers, "--concurrency=1", checkout=checkout)
         fleet.wait_seen(workers)
+        cpu = cpu_seconds([w.pid for w in fleet.workers])
         started = time.perf_counter()
         ids = [fleet.submit("countdown", {"steps": steps, "sleep": 0}) for _ in range(runs)]
         fleet.wait_all(ids, timeout=DEADLINE)
         rate = runs * steps / (time.perf_counter() - started)
+        CPU_US[f"a{workers}" if checkout is None else "a0"].append(
+            (cpu_seconds([w.pid for w in fleet.workers]) - cpu) * 1e6 / (runs * steps))
         fleet.check_runs(ids, steps)
         seq = None
         if seq_steps:
@@ -89,6 +109,7 @@ def bare_rate(broker: str, log_dir: Path, runs: int, steps: int, *, steplog_tran
             app.send_task("bench.hop", (-1, 1))
             time.sleep(0.05)
         time.sleep(0.2)  # let the warm-up hops drain
+        cpu = cpu_seconds([p.pid for p in procs])
         started = time.perf_counter()
         for chain in range(runs):
             app.send_task("bench.hop", (chain, steps), task_id=f"{chain}:{steps}")
@@ -98,6 +119,7 @@ def bare_rate(broker: str, log_dir: Path, runs: int, steps: int, *, steplog_tran
                 raise RuntimeError(f"bare chain: {r.scard('bench:done')} of {runs} chains done after {DEADLINE:.0f}s")
             time.sleep(0.005)
         rate = runs * steps / (time.perf_counter() - started)
+        CPU_US["b'" if steplog_transport else "b"].append((cpu_seconds([p.pid for p in procs]) - cpu) * 1e6 / (runs * steps))
         done = {int(c) for c in r.smembers("bench:done")}
         if done != set(range(runs)):
             raise RuntimeError(f"bare chain: chains done {sorted(done)[:10]}..., expected 0..{runs - 1}")
@@ -199,6 +221,9 @@ def main() -> None:
     print(f"{'measure':30} {'figure':>16}   shape")
     for name, fig, note in rows:
         print(f"{name:30} {fig:>16}   {note}")
+    cpu = {"a2": "(a)", "b": "(b)", "b'": "(b')", "a1": "(a1)", "a0": "(a0)"}
+    print("worker CPU per step (median): " + ", ".join(
+        f"{label} {median(CPU_US[k]):.0f} us" for k, label in cpu.items() if CPU_US.get(k)))
     print()
     print(f"a/b   = {ratio('a', 'b')}   (target >= 0.6)")
     print(f"a/b'  = {ratio('a', 'b' + chr(39))}   (durability's cost at equal transport; no target)")
