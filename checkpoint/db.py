@@ -9,37 +9,43 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import psycopg
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from checkpoint.errors import StorageError
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+#: The driver's connection arguments of each engine made here, for the pools derived from it.
+_connect_args: "WeakKeyDictionary[Engine, dict[str, Any]]" = WeakKeyDictionary()
+
+
+def make_engine(url: str, *, pool_size: int = 5, prepared: bool = True) -> Engine:
+    """``prepared=False`` for a pooler that cannot keep prepared statements (PgBouncer before 1.21 in
+    transaction mode hands each transaction to any server connection): psycopg then never prepares,
+    neither on request (the hot path's ``prepare=True``) nor automatically after five executions."""
     # No pool_pre_ping: it costs a round trip per checkout on the hot path. A connection that died
     # with a Postgres restart fails one statement, is invalidated, and the step is retried.
-    return create_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=5,
-        pool_recycle=3600,
-        connect_args={"application_name": f"steplog-{os.getpid()}"},
-    )
+    # Only startup parameters PgBouncer passes on: no ``options`` (it refuses the connection).
+    connect_args: dict[str, Any] = {"application_name": f"steplog-{os.getpid()}"}
+    if not prepared:
+        connect_args["prepare_threshold"] = None
+    engine = create_engine(url, pool_size=pool_size, max_overflow=5, pool_recycle=3600, connect_args=connect_args)
+    _connect_args[engine] = connect_args
+    return engine
 
 
-def _derived(engine: Engine, registry: "WeakKeyDictionary[Engine, Engine]", **connect_args: str) -> Engine:
-    """A second pool on ``engine``'s database whose connections are in autocommit from the start
-    (so the hot path can use them at the driver level, see :func:`one`)."""
+def _derived(engine: Engine, registry: "WeakKeyDictionary[Engine, Engine]", **options: Any) -> Engine:
+    """A second pool on ``engine``'s database, with the same connection arguments."""
     try:
         return registry[engine]
     except KeyError:
         registry[engine] = derived = create_engine(
             engine.url,
-            isolation_level="AUTOCOMMIT",
             pool_size=engine.pool.size(),
             max_overflow=5,
             pool_recycle=3600,
-            connect_args={"application_name": f"steplog-{os.getpid()}", **connect_args},
+            connect_args=_connect_args.get(engine, {"application_name": f"steplog-{os.getpid()}"}),
+            **options,
         )
         return derived
 
@@ -47,22 +53,40 @@ def _derived(engine: Engine, registry: "WeakKeyDictionary[Engine, Engine]", **co
 _autocommit: "WeakKeyDictionary[Engine, Engine]" = WeakKeyDictionary()
 _soft: "WeakKeyDictionary[Engine, Engine]" = WeakKeyDictionary()
 
+#: Inside one transaction (``SET LOCAL``): a session-level setting would stay on a pooler's server
+#: connection and make other clients' commits asynchronous too.
+ASYNC_COMMIT = "SET LOCAL synchronous_commit TO off"
+
 
 def autocommit(engine: Engine) -> Engine:
     """An autocommit pool: a single statement is its own transaction, with no BEGIN and COMMIT
-    round trips around it (a step's claim and commit are one statement each). Commits are durable."""
-    return _derived(engine, _autocommit)
+    round trips around it (a step's claim and commit are one statement each). Commits are durable,
+    unless the statement itself says otherwise (the claim calls ``set_config('synchronous_commit',
+    'off', true)``: that lasts only for its own transaction)."""
+    return _derived(engine, _autocommit, isolation_level="AUTOCOMMIT")
 
 
 def soft(engine: Engine) -> Engine:
-    """An autocommit pool whose commits do not wait for the WAL fsync (synchronous_commit=off).
+    """A pool whose transactions do not wait for the WAL fsync at commit (``SET LOCAL
+    synchronous_commit TO off`` as each begins). Use it with ``begin()``.
 
-    For writes that are safe to lose in a Postgres crash because they are redone: a step's claim
-    (the lease; the step is claimed again), heartbeats, sweeps and lease hand-backs. A durable commit
-    after them flushes their WAL too. The event append, a run's failure and a submission stay on
-    the durable pool.
+    For writes that are safe to lose in a Postgres crash because they are redone: heartbeats,
+    sweeps, retries and lease hand-backs (the claim does the same within its one statement). A
+    durable commit after them flushes their WAL too. The event append, a run's failure and a
+    submission stay on the durable pools.
     """
-    return _derived(engine, _soft, options="-c synchronous_commit=off")
+    try:
+        return _soft[engine]
+    except KeyError:
+        derived = _derived(engine, _soft)
+        event.listen(derived, "begin", lambda conn: conn.exec_driver_sql(ASYNC_COMMIT))
+        return derived
+
+
+def prepares(driver: psycopg.Connection) -> bool:
+    """The ``prepare`` argument for the hot path's statements: prepared at once, unless the engine was
+    made with ``prepared=False`` (then never)."""
+    return False if driver.prepare_threshold is None else True
 
 
 def after_fork(engine: Engine) -> None:
@@ -110,7 +134,7 @@ def transaction(engine: Engine) -> Iterator[Any]:
         def run(sql: str, params: Mapping[str, Any]) -> tuple | None:
             nonlocal last
             last = (sql, params)
-            cur = driver.execute(sql, params, prepare=True)
+            cur = driver.execute(sql, params, prepare=prepares(driver))
             return cur.fetchone() if cur.description is not None else None
 
         with driver.transaction():
@@ -122,7 +146,7 @@ def transaction(engine: Engine) -> Iterator[Any]:
 
 
 def one(pool: Engine, sql: str, params: Mapping[str, Any]) -> tuple | None:
-    """Run one statement on an autocommit pool (:func:`autocommit` or :func:`soft`) through the
+    """Run one statement on an autocommit pool (:func:`autocommit`) through the
     driver itself and return its first row (a tuple), or None.
 
     The step's claim and commit take this path: SQLAlchemy's per-execute work (execution context,
@@ -133,7 +157,8 @@ def one(pool: Engine, sql: str, params: Mapping[str, Any]) -> tuple | None:
     """
     conn = _checkout(pool)
     try:
-        return conn.driver_connection.execute(sql, params, prepare=True).fetchone()
+        driver = conn.driver_connection
+        return driver.execute(sql, params, prepare=prepares(driver)).fetchone()
     except psycopg.Error as exc:
         _raise(conn, pool, sql, params, exc)
     finally:

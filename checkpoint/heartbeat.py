@@ -30,7 +30,7 @@ def register(engine: Engine, worker: Worker) -> None:
 
 def beat(engine: Engine, worker: Worker) -> None:
     """Refresh this process's liveness row."""
-    with soft(engine).connect() as conn:
+    with soft(engine).begin() as conn:
         if conn.execute(Q["heartbeat"], dict(id=worker.owner)).one_or_none() is None:
             # Forgotten after a long pause: come back as the same owner; leases taken meanwhile stay taken.
             conn.execute(Q["register_proc"], dict(id=worker.owner, worker=worker.name, pid=worker.pid))

@@ -30,7 +30,9 @@ SELECT run_id, 2, NULL, now() FROM run
 
 -- name: claim_step
 -- Take the lease on step :seq, count the attempt, consume its dispatch and read the checkpoint it
--- starts from (and, after a wait, what woke it), in one statement.
+-- starts from (and, after a wait, what woke it, and how long its dispatch waited), in one statement. Its commit does not wait for the
+-- WAL fsync (a claim lost in a crash is claimed again): set_config(..., true) is SET LOCAL, for this
+-- statement's own transaction only, so it also holds behind a transaction-mode pooler.
 WITH claimed AS (
   UPDATE runs r
      SET status = 'running', attempt = r.attempt + 1, lease_owner = :owner,
@@ -39,9 +41,10 @@ WITH claimed AS (
    WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.status IN ('queued', 'running')
      AND r.cancel_requested_by IS NULL
      AND steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds)
-  RETURNING r.run_id, r.workflow, r.input, r.attempt
+  RETURNING r.run_id, r.workflow, r.input, r.attempt, set_config('synchronous_commit', 'off', true) AS async_commit
 ), consumed AS (
   DELETE FROM outbox o USING claimed c WHERE o.run_id = c.run_id AND o.seq = :seq
+  RETURNING o.dispatched_at
 ), lost AS (
   UPDATE step_attempts a SET outcome = 'lost', finished_at = now()
    WHERE a.run_id = :run_id AND a.seq = :seq AND a.outcome IS NULL AND EXISTS (SELECT 1 FROM claimed)
@@ -50,7 +53,8 @@ WITH claimed AS (
   SELECT run_id, :seq, attempt, :owner, :worker, :pid FROM claimed
 )
 SELECT c.workflow, c.input, c.attempt, e.state,
-       CASE WHEN e.type IN ('signal', 'timed_out', 'woke') THEN jsonb_build_object('type', e.type, 'payload', e.payload) END
+       CASE WHEN e.type IN ('signal', 'timed_out', 'woke') THEN jsonb_build_object('type', e.type, 'payload', e.payload) END,
+       (SELECT extract(epoch FROM now() - d.dispatched_at)::float8 FROM consumed d) AS queue_wait
   FROM claimed c JOIN events e ON e.run_id = c.run_id AND e.seq = :seq - 1
 
 -- name: run_position
@@ -256,6 +260,11 @@ SELECT run_id, workflow, status, input, result, error, next_seq, attempt, lease_
        wait_signal, wait_since, wait_until, tenant
   FROM runs WHERE run_id = :run_id
 
+-- name: run_version
+-- A digest of the run's whole row: every event, lease, wait and status change rewrites that row (an
+-- event always advances next_seq), so an unchanged digest means an unchanged `show`.
+SELECT tenant, md5(r::text) AS version FROM runs r WHERE run_id = :run_id
+
 -- name: get_events
 SELECT seq, type, state, payload, worker, pid, attempt, created_at
   FROM events WHERE run_id = :run_id AND seq > :after ORDER BY seq
@@ -295,6 +304,14 @@ SELECT r.run_id, r.workflow, r.tenant, r.wait_since, r.wait_until, w.payload
 
 -- name: count_by_status
 SELECT status, count(*) AS n FROM runs GROUP BY status
+
+-- name: event_traceparent
+-- The trace context an event keeps: the caller's in a `submitted` event, a parked step's span in a `waiting` one.
+SELECT payload->>'traceparent' FROM events WHERE run_id = :run_id AND seq = :seq
+
+-- name: count_waiting
+-- Runs parked by a wait, by the signal they wait for ('' for a sleep).
+SELECT coalesce(wait_signal, '') AS signal, count(*) AS n FROM runs WHERE status = 'waiting' GROUP BY 1
 
 -- name: lock_run
 -- A signal's sender holds the run row while it stores the signal and maybe wakes the run, so a

@@ -98,8 +98,10 @@ class Sweeper(threading.Thread):
         redispatch_seconds: float,
         chores: Sequence[Callable[[], list[Dispatch]]] = (),
         epoch: BrokerEpoch | None = None,
+        on_swept: Callable[[int, int], None] | None = None,
     ) -> None:
         super().__init__(name="steplog-sweeper", daemon=True)
+        self.on_swept = on_swept  # (lease takeovers, redispatches) of each sweep, for metrics
         self.engine, self.worker, self.publish, self.chores, self.epoch = engine, worker, publish, chores, epoch
         self.interval, self.lease_seconds, self.redispatch_seconds = interval, lease_seconds, redispatch_seconds
         self.stopping = threading.Event()
@@ -125,6 +127,8 @@ class Sweeper(threading.Thread):
         )
         for d in found + woken + due:
             self.publish(d, None)
+        if self.on_swept is not None:
+            self.on_swept(len(found), len(due))
         if time.monotonic() - self._last_forget > FORGET_EVERY:
             self._last_forget = time.monotonic()
             forget_dead(self.engine)

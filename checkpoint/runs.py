@@ -9,12 +9,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from checkpoint.aio import AsyncReads
 from checkpoint.archive import archived_events, store_for_archive
 from checkpoint.artifacts import ArtifactStore
 from checkpoint.db import autocommit
 from checkpoint.errors import RunNotFound
 from checkpoint.jsonutil import dumps
-from checkpoint.queries import EVENT_LOG, load
+from checkpoint.queries import EVENT_LOG, for_driver, load
 
 Q = load(EVENT_LOG)
 
@@ -27,10 +28,11 @@ def new_run_id() -> str:
 
 
 def create(engine: Engine, workflow: str, input: dict[str, Any], state: dict[str, Any], *, submitted_by: str,
-           tenant: str = DEFAULT_TENANT) -> str:
-    """Write the run, its `submitted` event (the first checkpoint) and the first step's dispatch."""
+           tenant: str = DEFAULT_TENANT, extra: dict[str, Any] | None = None) -> str:
+    """Write the run, its `submitted` event (the first checkpoint) and the first step's dispatch;
+    ``extra`` joins the `submitted` event's payload (e.g. the caller's ``traceparent``)."""
     with engine.begin() as conn:
-        return create_in(conn, workflow, input, state, submitted_by=submitted_by, tenant=tenant)
+        return create_in(conn, workflow, input, state, submitted_by=submitted_by, tenant=tenant, extra=extra)
 
 
 def create_in(conn: Connection, workflow: str, input: dict[str, Any], state: dict[str, Any], *, submitted_by: str,
@@ -127,6 +129,31 @@ def waiting_for(engine: Engine, signal: str, *, tenant: str | None = None, limit
 def count_by_status(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {r.status: r.n for r in conn.execute(Q["count_by_status"])}
+
+
+def traceparent(engine: Engine, run_id: str) -> str | None:
+    """The trace context the run was submitted with (its `submitted` event keeps it), or None."""
+    return event_traceparent(engine, run_id, FIRST_STEP - 1)
+
+
+def event_traceparent(engine: Engine, run_id: str, seq: int) -> str | None:
+    """The ``traceparent`` in event ``seq``'s payload (a `waiting` event keeps its step's span), or None."""
+    with engine.connect() as conn:
+        return conn.execute(Q["event_traceparent"], dict(run_id=run_id, seq=seq)).scalar_one_or_none()
+
+
+def count_waiting(engine: Engine) -> dict[str, int]:
+    """Waiting runs by the signal they wait for ('' for a sleep)."""
+    with engine.connect() as conn:
+        return {r.signal: r.n for r in conn.execute(Q["count_waiting"])}
+
+
+async def version(reads: AsyncReads, run_id: str) -> tuple[str, str]:
+    """The run's tenant and a digest that changes whenever what :func:`view` reads changes."""
+    row = await reads.one(for_driver(EVENT_LOG)["run_version"], dict(run_id=run_id))
+    if row is None:
+        raise RunNotFound(run_id)
+    return row["tenant"], row["version"]
 
 
 def view(engine: Engine, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:

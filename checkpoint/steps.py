@@ -51,6 +51,8 @@ class Claim:
     state: dict[str, Any]
     #: What ended the wait this step follows: ``{"type": "signal"|"timed_out"|"woke", "payload": ...}``.
     wake: dict[str, Any] | None = None
+    #: Seconds from the dispatch (publish) of this step to this claim, by Postgres's clock; None if unknown.
+    queue_wait: float | None = None
 
 
 @dataclass(frozen=True)
@@ -68,11 +70,11 @@ def claim(engine: Engine, run_id: str, seq: int, worker: Worker, *, deadline: fl
         run_id=run_id, seq=seq, owner=worker.owner, worker=worker.name, pid=worker.pid,
         deadline=deadline, lease_seconds=lease_seconds,
     )
-    row = one(soft(engine), D["claim_step"], params)
+    row = one(autocommit(engine), D["claim_step"], params)  # its commit is asynchronous (see the SQL)
     if row is None:
         return None
-    workflow, input_, attempt, state, wake = row
-    return Claim(run_id, seq, attempt, workflow, input_, state, wake)
+    workflow, input_, attempt, state, wake, queue_wait = row
+    return Claim(run_id, seq, attempt, workflow, input_, state, wake, queue_wait)
 
 
 def position(engine: Engine, run_id: str, *, lease_seconds: float) -> Position | None:
@@ -135,7 +137,7 @@ def retry(engine: Engine, claim: Claim, worker: Worker, *, error: dict[str, Any]
         run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt,
         error=dumps(error), delay=delay, outcome=outcome,
     )
-    with soft(engine).connect() as conn:
+    with soft(engine).begin() as conn:
         return conn.execute(Q["retry_step"], params).one_or_none() is not None
 
 
@@ -152,5 +154,5 @@ def fail(engine: Engine, claim: Claim, worker: Worker, *, error: dict[str, Any])
 def release(engine: Engine, claim: Claim, worker: Worker) -> None:
     """Give the lease back at once (after a failed commit) so the step is taken up again quickly."""
     params = dict(run_id=claim.run_id, seq=claim.seq, owner=worker.owner, attempt=claim.attempt)
-    with soft(engine).connect() as conn:
+    with soft(engine).begin() as conn:
         conn.execute(Q["release_lease"], params)

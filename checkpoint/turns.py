@@ -86,10 +86,11 @@ def by_key(engine: Engine, run_id: str, message_key: str) -> Turn | None:
     return None if row is None else _turn(row)
 
 
-def sessions(engine: Engine, workflows: Sequence[str], *, limit: int = 100) -> list[SessionRow]:
-    """Runs of the chat workflows ``workflows``, newest first, with how many turns each has had."""
+def sessions(engine: Engine, workflows: Sequence[str], *, limit: int = 100, tenant: str | None = None) -> list[SessionRow]:
+    """Runs of the chat workflows ``workflows``, newest first, with how many turns each has had; only
+    ``tenant``'s when given."""
     if not 1 <= limit <= MAX_LIST:
         raise ValueError(f"limit must be 1 to {MAX_LIST}, got {limit}")
     with engine.connect() as conn:
-        rows = conn.execute(Q["list_sessions"], dict(workflows=list(workflows), limit=limit)).all()
+        rows = conn.execute(Q["list_sessions"], dict(workflows=list(workflows), limit=limit, tenant=tenant)).all()
     return [SessionRow(r.run_id, r.workflow, r.status, r.turns, r.created_at, r.updated_at, r.last_at) for r in rows]

@@ -20,7 +20,6 @@ import asyncio
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,52 +30,19 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-
-def loadavg() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load {one:.2f} (1 min), {five:.2f} (5 min)"
+from benchkit import empty_redis, loadavg, pct  # noqa: E402
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far: per-request CPU is a figure the load cannot flatter."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-
-
-class Replica:
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        from workers.local.procs import free_port
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log_dir / f"api-{self.port}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "workers", "api", "--port", str(self.port)], env=env,
-                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_up(self) -> None:
-        import httpx
-
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"API on {self.url} did not come up")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 async def _conn(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -186,17 +152,13 @@ def main() -> None:
 
     os.environ.setdefault("STEPLOG_DATABASE_URL", "postgresql+psycopg://postgres@localhost:5432/postgres")
     os.environ.setdefault("STEPLOG_BROKER_URL", "redis://localhost:6379/0")
-    import redis
+    from workers.fleet import ApiProc
     from benchkit import BenchFleet, scratch_database, servers, worker_env
 
     from checkpoint import access
 
     settings = servers()
-    base = settings.broker_url.rsplit("/", 1)[0] if settings.broker_url.count("/") >= 3 else settings.broker_url
-    broker = f"{base}/{args.redis_db}"
-    scratch = redis.Redis.from_url(broker)
-    if scratch.dbsize():
-        sys.exit(f"Redis database {broker} is not empty; pick an empty one with --redis-db")
+    broker, scratch = empty_redis(settings.broker_url, args.redis_db)
     log_dir = Path(tempfile.mkdtemp(prefix="steplog-bench-api-"))
     print(f"Postgres {settings.database_url.split('@')[-1]}, Redis {broker}; logs in {log_dir}; "
           f"{os.cpu_count()} cores, {loadavg()}", flush=True)
@@ -205,7 +167,7 @@ def main() -> None:
         env = {**worker_env(db, broker, STEPLOG_REDIS_URL=broker), "STEPLOG_LOG_LEVEL": "WARNING"}
         os.environ.update({k: v for k, v in env.items() if k.startswith("STEPLOG_")})
         fleet = BenchFleet(env, log_dir)
-        replicas = [Replica(env, log_dir), Replica(env, log_dir)]
+        replicas = [ApiProc(env, log_dir), ApiProc(env, log_dir)]
         try:
             for r in replicas:
                 r.wait_up()
@@ -217,11 +179,17 @@ def main() -> None:
                 print("part (a) ...", flush=True)
                 run_id = fleet.app.steplog.submit("countdown", {"steps": 10}, submitted_by="bench", tenant="bench")
                 fleet.wait_all([run_id])
+                pids = [r.proc.pid for r in replicas]
+                cpu_before, own_before = sum(cpu_seconds(p) for p in pids), time.process_time()
                 a = asyncio.run(part_a(urls, headers, run_id, args))
+                api_cpu = (sum(cpu_seconds(p) for p in pids) - cpu_before) / a["n"] * 1000
+                gen_cpu = (time.process_time() - own_before) / a["n"] * 1000
                 rows.append((f"(a) GET /runs/{{id}}, {args.clients} clients, 2 replicas", f"{a['n']} requests, "
                              f"{a['errors']} errors", "-", "-"))
                 rows.append(("(a) requests/s served", f"{a['rps']:.0f} (offered {args.rate:.0f})", "500",
                              "yes" if a["rps"] >= 0.98 * 500 and args.rate >= 500 else "NO"))
+                rows.append(("(a) API CPU per request (both replicas)", f"{api_cpu:.2f} ms", "-", "-"))
+                rows.append(("(a) load generator CPU per request", f"{gen_cpu:.2f} ms", "-", "-"))
                 rows.append(("(a) latency median", f"{a['median']:.1f} ms", "-", "-"))
                 rows.append(("(a) latency p99", f"{a['p99']:.1f} ms", "<= 25 ms", "yes" if a["p99"] <= 25 else "NO"))
             if "b" in args.parts:

@@ -41,7 +41,7 @@ import psutil
 import psycopg
 import redis
 
-from benchkit import ROOT, BenchFleet, load_line, worker_env
+from benchkit import ROOT, BenchFleet, loadavg, worker_env
 
 from checkpoint.queries import parse
 from workers.fleet import WorkerProc
@@ -357,7 +357,7 @@ def main() -> None:
     net = None
     home = Path(tempfile.mkdtemp(prefix="steplog-capacity-"))
     log_dir = home / "logs"
-    print(f"load before: {load_line()}; servers and logs in {home}")
+    print(f"before: {loadavg()} on {os.cpu_count()} cores; servers and logs in {home}")
     servers = None
     try:
         listen = ["127.0.0.1"]
@@ -384,14 +384,14 @@ def main() -> None:
             worker_side = {**env, "STEPLOG_DATABASE_URL": wdb, "STEPLOG_BROKER_URL": wredis, "STEPLOG_REDIS_URL": wredis}
             res = measure(n, servers, admin, worker_side if netns else env, log_dir, args.runs, args.steps, prefixes)
             results.append(res)
-            print(f"{n} host(s): {res.rate:.1f} steps/s, Postgres {res.pg_us:.0f} us/step, load {load_line()}")
+            print(f"{n} host(s): {res.rate:.1f} steps/s, Postgres {res.pg_us:.0f} us/step, {loadavg()}")
         kept = admin.execute(
             "SELECT sum(pg_total_relation_size(t::regclass)), (SELECT count(*) FROM events) "
             "FROM unnest(ARRAY['events', 'step_attempts', 'runs', 'outbox']) t").fetchone()
         admin.close()
         report(results, netns)
         print(f"Postgres bytes kept per event (events, step_attempts, runs, outbox, with indexes): {kept[0] / kept[1]:.0f}")
-        print(f"load after: {load_line()}")
+        print(f"after: {loadavg()}")
     finally:
         if servers is not None:
             servers.close()

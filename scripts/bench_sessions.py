@@ -40,18 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchkit import empty_redis, loadavg, pct  # noqa: E402
+
 MODULES = "tests.support.chat_agents"
 AGENT = "memo"
-
-
-def loadavg() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load {one:.2f} (1 min), {five:.2f} (5 min)"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 def slope(points: list[tuple[float, float]]) -> float:
@@ -272,15 +264,10 @@ def main() -> None:
 
     os.environ.setdefault("STEPLOG_DATABASE_URL", "postgresql+psycopg://postgres@localhost:5432/postgres")
     os.environ.setdefault("STEPLOG_BROKER_URL", "redis://localhost:6379/0")
-    import redis
     from benchkit import BenchFleet, scratch_database, servers, worker_env
 
     settings = servers()
-    base = settings.broker_url.rsplit("/", 1)[0] if settings.broker_url.count("/") >= 3 else settings.broker_url
-    broker = f"{base}/{args.redis_db}"
-    scratch = redis.Redis.from_url(broker)
-    if scratch.dbsize():
-        sys.exit(f"Redis database {broker} is not empty; pick an empty one with --redis-db")
+    broker, scratch = empty_redis(settings.broker_url, args.redis_db)
     log_dir = Path(tempfile.mkdtemp(prefix="steplog-bench-sessions-"))
     began = time.monotonic()
     print(f"Postgres {settings.database_url.split('@')[-1]}, Redis {broker}; logs in {log_dir}; "

@@ -37,7 +37,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from benchkit import ROOT, BenchFleet, load_line, median, scratch_database, scratch_redis, servers, worker_env
+from benchkit import ROOT, BenchFleet, loadavg, median, scratch_database, scratch_redis, servers, worker_env
 
 CPU_US: dict[str, list[float]] = defaultdict(list)  # worker CPU microseconds per step, per measure
 DEADLINE = 600.0  # seconds any one measurement may take before it is reported as failed
@@ -169,7 +169,7 @@ def main() -> None:
     if "b'" in only and not redis_broker:
         only.remove("b'")
     print(f"Postgres {settings.database_url.split('@')[-1]}, broker {settings.broker_url}; logs in {log_dir}")
-    print(f"{args.runs} runs x {args.steps} steps, {args.rounds} rounds; load before: {load_line()}")
+    print(f"{args.runs} runs x {args.steps} steps, {args.rounds} rounds; before: {loadavg()} on {os.cpu_count()} cores")
 
     seq: list[float] = []
     results: list[dict[str, float]] = []
@@ -194,7 +194,7 @@ def main() -> None:
             order = only[rnd % len(only):] + only[:rnd % len(only)]  # rotate: no measure always runs first
             figures = {m: measures[m](rnd) for m in order}
             results.append(figures)
-            print(f"round {rnd + 1}: " + "  ".join(f"{m}={figures[m]:.1f}" for m in only) + f"   load {load_line()}")
+            print(f"round {rnd + 1}: " + "  ".join(f"{m}={figures[m]:.1f}" for m in only) + f"   {loadavg()}")
 
     def col(m: str) -> str:
         return f"{median([r[m] for r in results]):8.1f} steps/s" if m in only else "       -"
@@ -232,7 +232,7 @@ def main() -> None:
         print(f"a/a0  = {ratio('a', 'a0')}   (this checkout against the baseline)   a0/b = {ratio('a0', 'b')}")
     if seq:
         print(f"d     = {median(seq):.2f} ms  (target <= 8)")
-    print(f"load after: {load_line()}")
+    print(f"after: {loadavg()}")
 
 
 if __name__ == "__main__":

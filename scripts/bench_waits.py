@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchkit import empty_redis, loadavg, pct  # noqa: E402
+
 from tasks.workflow import Finish, Sleep, StepContext, Workflow
 
 # -- the bench-only workflow: workers load it as scripts.bench_waits (cwd is the repository) --------
@@ -67,16 +69,6 @@ RUN_ID = re.compile(rb"[0-9a-f]{32}")
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def loadavg() -> str:
-    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) by nearest rank."""
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
 
 
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
@@ -140,7 +132,7 @@ class Bench:
             self.pg.execute("INSERT INTO bench_probe DEFAULT VALUES")
             took.append((time.perf_counter() - t0) * 1000)
         self.note(f"one-row commit on this Postgres {label}: median {statistics.median(took):.2f} ms, "
-                  f"p99 {pct(took, .99):.2f} ms ({n} commits; fsync {self.q('SHOW fsync')[0][0]}, "
+                  f"p99 {pct(took, 99):.2f} ms ({n} commits; fsync {self.q('SHOW fsync')[0][0]}, "
                   f"synchronous_commit {self.q('SHOW synchronous_commit')[0][0]}); {loadavg()}")
 
     def redis_intact(self, phase: str) -> None:
@@ -311,16 +303,16 @@ class Bench:
             host_ms.append((started - t0) * 1000)
             send_ms.append((t1 - t0) * 1000)
             after_ms.append((started - t1) * 1000)
-        self.note(f"send call (store+wake+publish) median {statistics.median(send_ms):.2f} ms, p99 {pct(send_ms, .99):.2f} ms; "
+        self.note(f"send call (store+wake+publish) median {statistics.median(send_ms):.2f} ms, p99 {pct(send_ms, 99):.2f} ms; "
                   f"host clock before send -> attempt started: median {statistics.median(host_ms):.2f} ms, "
-                  f"p99 {pct(host_ms, .99):.2f} ms, max {max(host_ms):.1f} ms; attempt started minus send returned: "
-                  f"median {statistics.median(after_ms):+.2f} ms, p99 {pct(after_ms, .99):+.2f} ms")
+                  f"p99 {pct(host_ms, 99):.2f} ms, max {max(host_ms):.1f} ms; attempt started minus send returned: "
+                  f"median {statistics.median(after_ms):+.2f} ms, p99 {pct(after_ms, 99):+.2f} ms")
         self.note(f"PG clock signal.created_at -> attempt.started_at: max {max(pg_ms):.1f} ms; "
                   f"> 20 ms: {sum(m > 20 for m in pg_ms)}, > 100 ms: {sum(m > 100 for m in pg_ms)}")
-        med, p99 = statistics.median(pg_ms), pct(pg_ms, .99)
+        med, p99 = statistics.median(pg_ms), pct(pg_ms, 99)
         self.row("(b) signal -> step claimed, p50", f"{med:.2f} ms", "<= 20 ms", med <= 20)
         self.row("(b) signal -> step claimed, p99", f"{p99:.2f} ms", "<= 100 ms", p99 <= 100)
-        self.row("(b)   same, host clock p50/p99", f"{statistics.median(host_ms):.2f}/{pct(host_ms, .99):.2f} ms",
+        self.row("(b)   same, host clock p50/p99", f"{statistics.median(host_ms):.2f}/{pct(host_ms, 99):.2f} ms",
                  "- (from before the call)")
         self.commit_probe("after (b)")
         self.redis_intact("(b)")
@@ -357,7 +349,7 @@ class Bench:
         sweeps = self.q("SELECT count(DISTINCT created_at), count(DISTINCT worker) FROM events WHERE run_id = ANY(%s) AND seq = 3", ids)[0]
         self.note(f"woken by {sweeps[0]} sweep transactions of {sweeps[1]} workers; {parked_late} parked after the due time")
         self.note(f"next step start - due: min {min(start):.3f} s, p50 {statistics.median(start):.3f} s, "
-                  f"p99 {pct(start, .99):.3f} s, max {max(start):.3f} s: {n} woken steps started over "
+                  f"p99 {pct(start, 99):.3f} s, max {max(start):.3f} s: {n} woken steps started over "
                   f"{max(start) - min(start):.2f} s = {n / max(max(start) - min(start), 1e-9):.0f} steps/s")
         # Was the drain bound by the workers? Their busy time (claim to commit) against the wall time.
         for worker, count, span, busy, step_ms in self.q(
@@ -367,9 +359,9 @@ class Bench:
             self.note(f"  {worker}: {count} steps in {span:.2f} s, {span * 1000 / count:.2f} ms each; claim-to-commit "
                       f"{busy * 1000 / count:.2f} ms each ({100 * busy / span:.0f}% of the span), step body {step_ms:.2f} ms")
         self.row("(c) woke late_seconds p50/p99/max",
-                 f"{statistics.median(late):.3f}/{pct(late, .99):.3f}/{max(late):.3f} s", "p99 <= 1 s", pct(late, .99) <= 1)
+                 f"{statistics.median(late):.3f}/{pct(late, 99):.3f}/{max(late):.3f} s", "p99 <= 1 s", pct(late, 99) <= 1)
         self.row("(c) next step start-due p50/p99/max",
-                 f"{statistics.median(start):.3f}/{pct(start, .99):.3f}/{max(start):.3f} s", "p99 <= 1 s", pct(start, .99) <= 1)
+                 f"{statistics.median(start):.3f}/{pct(start, 99):.3f}/{max(start):.3f} s", "p99 <= 1 s", pct(start, 99) <= 1)
         self.redis_intact("(c)")
 
     # -- (d) cron ---------------------------------------------------------------------------------------
@@ -450,17 +442,12 @@ def main() -> None:
     # The machine's servers unless told otherwise: never start the project's local services here.
     os.environ.setdefault("STEPLOG_DATABASE_URL", "postgresql+psycopg://postgres@localhost:5432/postgres")
     os.environ.setdefault("STEPLOG_BROKER_URL", "redis://localhost:6379/0")
-    import redis
     from benchkit import BenchFleet, scratch_database, servers, worker_env
 
     settings = servers()
     if not settings.broker_url.startswith("redis://"):
         sys.exit("bench_waits needs a Redis broker (it reads the queue and kombu's unacked hash)")
-    base = settings.broker_url.rsplit("/", 1)[0] if settings.broker_url.count("/") >= 3 else settings.broker_url
-    broker = f"{base}/{args.redis_db}"
-    scratch = redis.Redis.from_url(broker)
-    if scratch.dbsize():
-        sys.exit(f"Redis database {broker} is not empty; pick an empty one with --redis-db")
+    broker, scratch = empty_redis(settings.broker_url, args.redis_db)
     log_dir = Path(tempfile.mkdtemp(prefix="steplog-bench-waits-"))
     began = time.monotonic()
     print(f"Postgres {settings.database_url.split('@')[-1]}, broker {broker}; logs in {log_dir}; "

@@ -3,6 +3,7 @@ a scratch Redis database, and a fleet of real worker processes."""
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -132,7 +133,23 @@ def median(values) -> float:
     return statistics.median(values)
 
 
-def load_line() -> str:
-    """The machine's load averages (1, 5, 15 min) and core count, printed beside every figure."""
+def pct(values, q: float) -> float:
+    """The q-th percentile (0-100) by nearest rank: a value that was measured, never an interpolation."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def loadavg() -> str:
     one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min)"
+
+
+def empty_redis(broker_url: str, db: int) -> tuple[str, redis.Redis]:
+    """Database ``db`` of the broker's Redis, which must be empty: a benchmark flushes it afterwards,
+    so it must never share a database with anything else."""
+    base = broker_url.rsplit("/", 1)[0] if broker_url.count("/") >= 3 else broker_url
+    url = f"{base}/{db}"
+    client = redis.Redis.from_url(url)
+    if client.dbsize():
+        sys.exit(f"Redis database {url} is not empty; pick an empty one with --redis-db")
+    return url, client

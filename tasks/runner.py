@@ -25,6 +25,7 @@ from checkpoint.jsonutil import dumps
 from checkpoint.steps import Claim, Dispatch, Worker
 from tasks import logcontext
 from tasks.errors import FailRun
+from tasks.observe import NOTHING, Observation, Observer
 from tasks.timeout import StepTimeout, time_limit
 from tasks.workflow import Continue, Finish, Sleep, StepContext, Wait, Wake
 from tasks.workflow_registry import WorkflowRegistry
@@ -93,6 +94,7 @@ class StepRunner:
         *,
         services: Any = None,
         on_commit_failure: Callable[[Claim], None] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
@@ -103,6 +105,7 @@ class StepRunner:
         # module that fails to import) is then a failed attempt, counted and bounded, not a loop.
         self._services = services
         self.on_commit_failure = on_commit_failure
+        self.observer = observer  # metrics and traces (tasks.observe); None: nothing watches
 
     @property
     def services(self) -> Any:
@@ -112,6 +115,16 @@ class StepRunner:
 
     def run(self, run_id: str, seq: int) -> str:
         """Execute step ``seq`` of ``run_id``; returns what happened, for logs and tests."""
+        if self.observer is None:
+            return self._run(run_id, seq, NOTHING)
+        obs, outcome = self.observer.begin(run_id, seq), "error"
+        try:
+            outcome = self._run(run_id, seq, obs)
+            return outcome
+        finally:
+            obs.ended(outcome)
+
+    def _run(self, run_id: str, seq: int, obs: Observation) -> str:
         me = self.worker()
         logcontext.update(run_id=run_id, seq=seq, worker=me.name)
         deadline = self.policy.step_time_limit + self.policy.lease_seconds
@@ -121,7 +134,7 @@ class StepRunner:
         logcontext.update(attempt=claim.attempt)
         if claim.attempt > self.policy.max_attempts:
             return self._exhausted(claim, me)
-        return self._execute(claim, me)
+        return self._execute(claim, me, obs)
 
     # -- a message that finds nothing to do -------------------------------------------------------
 
@@ -176,12 +189,14 @@ class StepRunner:
 
     # -- the step itself ---------------------------------------------------------------------------
 
-    def _execute(self, claim: Claim, me: Worker) -> str:
+    def _execute(self, claim: Claim, me: Worker, obs: Observation) -> str:
         try:
             wf = self.registry.get(claim.workflow)
             inp = wf.input_model.model_validate(claim.input)
             state = self._resolve(claim.state)
-            logcontext.update(step=wf.describe(state) if wf.describe else wf.name)
+            kind = wf.describe(state) if wf.describe else wf.name
+            logcontext.update(step=kind)
+            obs.claimed(claim, kind)
             history = self.services.load_history(claim.run_id, claim.seq - 1) if wf.history else None
             ctx = StepContext(claim.run_id, claim.seq, claim.attempt, inp, state, me.name, me.owner, self.services,
                               history, Wake.from_event(claim.wake))
@@ -198,6 +213,8 @@ class StepRunner:
             kwargs = commit_args(outcome, state)
         except TypeError as exc:
             return self._attempt_failed(claim, me, TypeError(f"workflow {wf.name!r}: {exc}"))
+        if kwargs.get("status") == "waiting":
+            kwargs["payload"] = {**kwargs["payload"], **obs.parked()}  # e.g. the span the next step links to
 
         try:
             label = wf.describe(kwargs["state"]) if wf.describe else None  # from the state, not its pointer
@@ -218,6 +235,7 @@ class StepRunner:
                 claim.seq, claim.run_id, claim.attempt,
             )
             return "fenced"
+        obs.committed(outcome.payload)
         # Redis is a cache and a doorbell: never a reason to fail a committed step. The next step's
         # context is cached before it is dispatched; followers are told after, off its path.
         if history is not None and status in ("running", "succeeded"):

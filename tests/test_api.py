@@ -133,6 +133,31 @@ def test_lists_and_the_inbox_show_one_tenant_and_actions_record_the_token_name(a
     assert api.get(f"/runs/{made['run_id']}", headers=tokens["globex", "viewer"]).json()["tenant"] == "globex"
 
 
+def test_a_run_read_again_is_fresh_and_an_unchanged_one_answers_304(api, tokens) -> None:
+    """Each replica keeps the JSON it rendered under the digest of the run's row: a change to the run
+    must show at once, and the digest is the ETag."""
+    run = _run(api, "acme")
+    viewer = tokens["acme", "viewer"]
+    first = api.get(f"/runs/{run}", headers=viewer)
+    etag = first.headers["etag"]
+    assert api.get(f"/runs/{run}", headers=viewer).json() == first.json()
+    assert api.get(f"/runs/{run}", headers={**viewer, "If-None-Match": etag}).status_code == 304
+
+    api.post(f"/runs/{run}/cancel", headers=tokens["acme", "operator"])
+    after = api.get(f"/runs/{run}", headers={**viewer, "If-None-Match": etag})
+    assert after.status_code == 200 and after.headers["etag"] != etag
+    assert after.json()["status"] == "cancelled" and after.json()["events"][-1]["type"] == "cancelled"
+    assert api.get(f"/runs/{run}", headers=tokens["globex", "viewer"]).status_code == 404
+
+
+def test_the_consoles_chat_list_shows_only_the_tenants_sessions(api, tokens) -> None:
+    mine, theirs = _session(api, "acme"), _session(api, "globex")
+    token = tokens["acme", "viewer"]["Authorization"].split()[1]
+    api.cookies.set("steplog_token", token)
+    page = api.get("/ui/chat")
+    assert page.status_code == 200 and mine in page.text and theirs not in page.text
+
+
 def _counts(engine) -> tuple:
     with engine.connect() as conn:
         return conn.execute(text("SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM signals), "
@@ -152,6 +177,8 @@ def test_bad_input_is_answered_clearly_and_nothing_is_written(api, tokens) -> No
         (lambda: api.post("/runs", content=b"{not json", headers={**h, "content-type": "application/json"}), 422, "JSON"),
         (lambda: api.post("/runs", content=b"x" * 2_000_000, headers={**h, "content-type": "application/json"}),
          413, "STEPLOG_API_MAX_BODY_BYTES"),
+        (lambda: api.post("/runs", json={"workflow": "countdown", "input": {"steps": 1}},
+                          headers={**h, "traceparent": "00-xyz-01"}), 422, "traceparent must be W3C trace context"),
         (lambda: api.get("/runs/no-such-run", headers=h), 404, "no run with id 'no-such-run'"),
         (lambda: api.post(f"/runs/{done}/signals/go", json={"data": 1}, headers=h), 409, "takes no more signals"),
         (lambda: api.post("/runs/no-such-run/signals/go", json={}, headers=h), 404, "no run with id"),
@@ -170,6 +197,16 @@ def test_bad_input_is_answered_clearly_and_nothing_is_written(api, tokens) -> No
     assert _counts(api.runtime.engine) == before
 
 
+def test_a_traceparent_header_is_stored_with_the_run(api, tokens) -> None:
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    res = api.post("/runs", json={"workflow": "countdown", "input": {"steps": 1}},
+                   headers={**tokens["acme", "operator"], "traceparent": tp})
+    assert res.status_code == 201, res.text
+    from checkpoint import runs
+
+    assert runs.traceparent(api.runtime.engine, res.json()["run_id"]) == tp  # every step's span continues it
+
+
 def test_health_docs_and_metrics(api, tokens) -> None:
     assert api.get("/healthz").json() == {"postgres": "ok", "broker": "ok"}
     assert api.get("/docs").status_code == 200 and "/runs/{run_id}" in api.get("/openapi.json").json()["paths"]
@@ -183,6 +220,11 @@ def test_health_docs_and_metrics(api, tokens) -> None:
     assert run not in scraped  # no label carries a run id
     assert 'steplog_runs{status="queued"}' in scraped and "steplog_runs_waiting_for_approval 0.0" in scraped
     assert "steplog_api_open_streams 0.0" in scraped
+    # The families `steplog worker --metrics-port` serves (tests/test_metrics.py counts them).
+    assert 'runs{status="queued"} ' in scraped
+    for family in ("steps_total", "step_seconds", "step_queue_wait_seconds", "lease_takeovers_total",
+                   "redispatches_total", "runs_waiting", "llm_tokens_total"):
+        assert f"# TYPE {family} " in scraped, family
 
 
 # -- live events, with the session's in-process worker ------------------------------------------------

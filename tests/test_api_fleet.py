@@ -5,45 +5,21 @@ one is followed live through the other."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import httpx
 import pytest
 
-from tests.support.harness import ROOT, Fleet, cli_json, wait_for
-from workers.local.procs import free_port
+from tests.support.harness import Fleet, cli_json
+from workers.fleet import ApiProc
 
 pytestmark = pytest.mark.slow
 
 
-class Replica:
-    def __init__(self, env: dict[str, str], log_dir) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log_dir / f"api-{self.port}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "workers", "api", "--port", str(self.port)], env=env,
-                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(self._up, timeout=60, what=f"the API on port {self.port}")
-
-    def _up(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-
 @pytest.fixture
 def replicas(fleet: Fleet, tmp_path):
-    started = [Replica(fleet.env, tmp_path), Replica(fleet.env, tmp_path)]
+    started = [ApiProc(fleet.env, tmp_path) for _ in range(2)]
+    for r in started:
+        r.wait_up()
     yield started
     for r in started:
         r.stop()

@@ -20,7 +20,7 @@ from tests.support.harness import ROOT
 
 COMPOSE_FILE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
-LONG_RUNNING = {"postgres", "redis", "minio", "worker", "flower", "api"}
+LONG_RUNNING = {"postgres", "pgbouncer", "redis", "minio", "worker", "flower", "api"}
 ONE_SHOT = {"minio-init", "migrate"}
 
 
@@ -84,22 +84,32 @@ def test_start_order_waits_for_health_and_one_shots(config):
 
     assert conditions("minio-init") == {"minio": "service_healthy"}
     assert conditions("migrate") == {"postgres": "service_healthy"}
+    assert conditions("pgbouncer") == {"postgres": "service_healthy"}
     assert conditions("worker") == {
-        "postgres": "service_healthy",
+        "pgbouncer": "service_healthy",
         "redis": "service_healthy",
         "minio-init": "service_completed_successfully",
         "migrate": "service_completed_successfully",
     }
     assert conditions("flower")["migrate"] == "service_completed_successfully"
     assert conditions("flower")["redis"] == "service_healthy"
-    assert conditions("api") == {"postgres": "service_healthy", "redis": "service_healthy",
+    assert conditions("api") == {"pgbouncer": "service_healthy", "redis": "service_healthy",
                                  "migrate": "service_completed_successfully"}
 
 
 def test_services_get_their_settings_from_the_env_file(config):
     services = config["services"]
     worker_env = services["worker"]["environment"]
+    # Workers reach Postgres through PgBouncer in transaction mode, without prepared statements;
+    # the schema is upgraded on Postgres itself.
     assert worker_env["STEPLOG_DATABASE_URL"] == (
+        "postgresql+psycopg://steplog:change-me-postgres@pgbouncer:6432/steplog"
+    )
+    assert worker_env["STEPLOG_PREPARED_STATEMENTS"] == "false"
+    bouncer = services["pgbouncer"]["environment"]
+    assert bouncer["POOL_MODE"] == "transaction" and bouncer["DB_HOST"] == "postgres"
+    assert bouncer["DB_PASSWORD"] == services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert services["migrate"]["environment"]["STEPLOG_DATABASE_URL"] == (
         "postgresql+psycopg://steplog:change-me-postgres@postgres:5432/steplog"
     )
     assert worker_env["STEPLOG_BROKER_URL"] == "redis://redis:6379/0"

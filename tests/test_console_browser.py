@@ -11,7 +11,7 @@ from selenium.webdriver.common.by import By
 
 from tests.support.browser import headless
 from tests.support.harness import ROOT, Fleet, cli_json, wait_for
-from tests.test_api_fleet import Replica
+from workers.fleet import ApiProc
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def test_sign_in_run_through_a_kill_approve_read_and_chat(corpus_fleet: Fleet, b
     fleet.env["STEPLOG_NET_ALLOW"] = server.allow  # the notify webhook is this test's own server
     # The first worker dies mid-step: right after its first decision is recorded, before the commit.
     doomed = fleet.start(env={**fleet.env, "STEPLOG_FAULT_AFTER_DECISION": "1"})
-    api = Replica(fleet.env, tmp_path)
+    api = ApiProc(fleet.env, tmp_path).wait_up()
     try:
         token = cli_json(fleet.env, "tokens", "create", "--tenant", "acme", "--role", "admin", "--name", "ada",
                          "--json")["token"]

@@ -33,7 +33,7 @@ def test_one_commits_each_statement_at_once(engine):
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE t_one (k int PRIMARY KEY)"))
     one(autocommit(engine), "INSERT INTO t_one VALUES (%(k)s) RETURNING k", {"k": 1})
-    one(soft(engine), "INSERT INTO t_one VALUES (%(k)s) RETURNING k", {"k": 2})
+    one(autocommit(engine), "INSERT INTO t_one VALUES (%(k)s) RETURNING k", {"k": 2})
     with engine.connect() as other:  # another session sees both: nothing waits for a COMMIT
         assert other.execute(text("SELECT array_agg(k ORDER BY k) FROM t_one")).scalar_one() == [1, 2]
 
@@ -78,14 +78,44 @@ def test_one_raises_a_refused_connection_as_the_class_the_step_task_retries():
 
     nowhere = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/postgres")
     try:
-        for pool in (autocommit(nowhere), soft(nowhere)):
-            with pytest.raises(sqlalchemy.exc.OperationalError) as caught:
-                one(pool, "SELECT 1", {})
-            assert caught.value.connection_invalidated
+        with pytest.raises(sqlalchemy.exc.OperationalError) as caught:
+            one(autocommit(nowhere), "SELECT 1", {})
+        assert caught.value.connection_invalidated
         with pytest.raises(sqlalchemy.exc.OperationalError), transaction(nowhere) as run:
             run("SELECT 1", {})
     finally:
         nowhere.dispose()
+
+
+def test_soft_commits_are_asynchronous_for_their_own_transaction_only(engine):
+    # SET LOCAL, never a session setting or a startup parameter: behind a transaction-mode pooler
+    # the server connection goes to other clients next, whose commits must stay durable.
+    pool = soft(engine)
+    with pool.begin() as conn:
+        assert conn.execute(text("SHOW synchronous_commit")).scalar_one() == "off"
+    raw = pool.raw_connection()  # the same server session, past that transaction's end
+    try:
+        assert raw.driver_connection.execute("SHOW synchronous_commit").fetchone() == ("on",)
+    finally:
+        raw.close()
+    assert one(autocommit(engine), "SHOW synchronous_commit", {}) == ("on",)
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_prepared_statements_follow_the_engine_setting(database_url, prepared):
+    from checkpoint.db import make_engine
+
+    engine = make_engine(database_url, prepared=prepared)
+    try:
+        pool = autocommit(engine)
+        for _ in range(6):  # past psycopg's automatic threshold (5) too
+            one(pool, "SELECT %(a)s::int", {"a": 1})
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 2"))
+        seen = one(pool, "SELECT count(*) FROM pg_prepared_statements", {})[0]
+        assert (seen > 0) is prepared
+    finally:
+        engine.dispose()
 
 
 # -- the Redis transport: one client per channel, still the stock protocol ---------------------------

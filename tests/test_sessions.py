@@ -4,7 +4,6 @@ tiers of a conversation's context (Redis wiped, Redis expired), and the offline 
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import redis

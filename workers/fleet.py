@@ -70,3 +70,40 @@ class WorkerProc:
 
         if not wait_until(registered, timeout, interval=0.05):
             raise RuntimeError(f"worker {self.node} did not start within {timeout}s; log: {self.log_path}")
+
+
+class ApiProc:
+    """One `steplog api` subprocess on a free loopback port, logging to a file; up once /healthz is 200."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, *extra: str) -> None:
+        from workers.local.procs import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = open(Path(log_dir) / f"api-{self.port}.log", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "workers", "api", "--port", str(self.port), *extra],
+                                     env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_up(self, timeout: float = 60) -> ApiProc:
+        if not wait_until(self._up, timeout=timeout):
+            raise TimeoutError(f"the API on port {self.port} did not answer /healthz within {timeout:.0f} s")
+        return self
+
+    def _up(self) -> bool:
+        import httpx
+
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the API on port {self.port} exited with {self.proc.returncode}")
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()

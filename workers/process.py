@@ -25,6 +25,7 @@ from checkpoint.recovery import Sweeper
 from checkpoint.signals import SignalOutcome
 from checkpoint.steps import Dispatch, Worker
 from tasks import approvals
+from tasks.observe import Observer, Observers
 from tasks.runner import StepRunner
 from tasks.step import STEP_TASK, step_task_id
 from tasks.workflow_registry import WorkflowRegistry
@@ -69,6 +70,10 @@ class ProcessRuntime:
         self._conversations: Conversations | None = None
         self.pool_size = 5  # Postgres connections kept per process (the API, serving many threads, keeps more)
         self._dead_letter_client: Any = None
+        # What watches the steps: `steplog worker --metrics-port` sets metrics (workers.metrics.StepMetrics),
+        # OTEL_* variables set tracing (workers.tracing.StepTracing). Set before the pool forks.
+        self.metrics: Any = None
+        self.tracing: Any = None
 
     # -- per-process state, rebuilt in a forked child ----------------------------------------------
 
@@ -76,7 +81,8 @@ class ProcessRuntime:
     def engine(self) -> Engine:
         self._check_pid()
         if self._engine is None:
-            self._engine = make_engine(self.settings.database_url, pool_size=self.pool_size)
+            self._engine = make_engine(self.settings.database_url, pool_size=self.pool_size,
+                                       prepared=self.settings.prepared_statements)
         return self._engine
 
     def _check_pid(self) -> None:
@@ -111,8 +117,13 @@ class ProcessRuntime:
                 # A factory, called when a step first needs it: a broken deployment fails attempts.
                 services=lambda: wiring.step_services(self.settings, self.engine),
                 on_commit_failure=lambda claim: self._heartbeat and self._heartbeat.release_later(claim),
+                observer=self._observer(),
             )
         return self._runner
+
+    def _observer(self) -> Observer | None:
+        watching = [o for o in (self.metrics, self.tracing) if o is not None]
+        return Observers(watching) if len(watching) > 1 else (watching[0] if watching else None)
 
     def start_sweeper(self) -> None:
         self._check_pid()
@@ -124,6 +135,7 @@ class ProcessRuntime:
                 redispatch_seconds=self.settings.redispatch_seconds,
                 chores=[lambda: schedules.fire_due(self.engine, worker=self.worker().name)],
                 epoch=wiring.broker_epoch(self.settings, self.engine),
+                on_swept=self.metrics.swept if self.metrics is not None else None,
             )
             self._sweeper.start()
 
@@ -174,13 +186,18 @@ class ProcessRuntime:
     # -- submitting a run ---------------------------------------------------------------------------
 
     def submit(self, workflow: str, raw: Any, *, submitted_by: str, precheck: bool = True, publish: bool = True,
-               tenant: str = runs.DEFAULT_TENANT) -> str:
+               tenant: str = runs.DEFAULT_TENANT, traceparent: str | None = None) -> str:
         """Validate ``raw`` for ``workflow`` (and run its precheck), write the run (of ``tenant``) with its
-        first checkpoint and dispatch, and publish the first step. Raises WorkflowError naming the
+        first checkpoint and dispatch, and publish the first step. Raises WorkflowError (or BadInput for
+        a malformed ``traceparent``, the W3C trace context every step's span continues) naming the
         problem; then nothing is written."""
+        from workers.tracing import check_traceparent
+
+        traceparent = check_traceparent(traceparent)
         wf, data = self.registry.validate(workflow, raw, engine=self.engine if precheck else None)
         state = wf.start(wf.input_model.model_validate(data))
-        run_id = runs.create(self.engine, wf.name, data, state, submitted_by=submitted_by, tenant=tenant)
+        run_id = runs.create(self.engine, wf.name, data, state, submitted_by=submitted_by, tenant=tenant,
+                             extra={"traceparent": traceparent} if traceparent else None)
         if publish:
             self.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name))
         return run_id
@@ -244,6 +261,7 @@ class ProcessRuntime:
             level = "turn"
         else:
             level = "normal"
+        traced = self.tracing.publishing(dispatch.run_id) if self.tracing is not None else None
         try:
             self.app.send_task(
                 STEP_TASK,
@@ -265,3 +283,6 @@ class ProcessRuntime:
         except Exception as exc:
             log.warning("publishing step %s of run %s failed (%s); the sweeper will retry", dispatch.seq, dispatch.run_id, exc)
             return False
+        finally:
+            if traced is not None:
+                self.tracing.published(traced)

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of Postgres (psycopg 3), e.g. postgresql+psycopg://user@host/db. "
         "Unset: the project's own local Postgres from `steplog services up`.",
     )
+    prepared_statements: bool = Field(
+        True,
+        description="Prepare the hot path's statements on each connection. Set false behind a pooler "
+        "that cannot keep them (PgBouncer before 1.21 in transaction mode).",
+    )
     broker_url: str | None = Field(
         None,
         description="Celery broker: redis://host:port/db or amqp://user:pass@host:port//. "

@@ -88,7 +88,6 @@ def hot_cache(s: Settings) -> HotCache | None:
     if not s.redis_url:
         return None
     from checkpoint.hotcache import HotCache
-    from checkpoint.session_cache import SessionCache
 
     return HotCache.from_url(s.redis_url, s.hot_ttl_seconds)
 

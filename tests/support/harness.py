@@ -106,7 +106,10 @@ class Fleet(Runs):
     """The workers a test started; every one is killed at the end, by process group."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        super().__init__(None, create_engine(env["STEPLOG_DATABASE_URL"], pool_size=2))
+        # Read back as the workers connect: without prepared statements behind a transaction-mode pooler.
+        prepared = env.get("STEPLOG_PREPARED_STATEMENTS", "true").lower() not in ("0", "false", "no", "off")
+        super().__init__(None, create_engine(env["STEPLOG_DATABASE_URL"], pool_size=2,
+                                             connect_args={} if prepared else {"prepare_threshold": None}))
         self.env, self.log_dir = env, log_dir
         self.workers: list[WorkerProc] = []
         self._count = 0

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from checkpoint.aio import AsyncReads
 from workers.api import console, errors, runs, sessions
 from workers.api.auth import TokenCache
 from workers.api.hub import Hub
 from workers.api.metrics import Measured, Metrics
+from workers.api.shown import ShownRuns
 from workers.settings import Settings
 
 log = logging.getLogger("steplog.api")
@@ -37,6 +39,8 @@ class Api:
     hub: Hub
     metrics: Metrics
     tokens: Any = None  # TokenCache
+    shown: ShownRuns = field(default_factory=ShownRuns)
+    reads: Any = None  # checkpoint.aio.AsyncReads, opened with the server's event loop
 
     @property
     def runtime(self) -> Any:
@@ -56,9 +60,13 @@ def create_api(settings: Settings, *, unauthenticated: bool = False) -> FastAPI:
     state = Api(settings, celery, unauthenticated, hub, Metrics(celery.steplog.engine),
                 TokenCache(celery.steplog, settings.api_token_cache_seconds))
 
+    state.reads = AsyncReads(settings.database_url)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await state.reads.open()
         yield
+        await state.reads.close()
         await hub.close()
         celery.steplog.stop()
 

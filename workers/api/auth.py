@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+import anyio
 from fastapi import Depends, HTTPException, Request
 
 from checkpoint import access, runs
@@ -20,16 +21,40 @@ def principal(request: Request) -> access.Principal:
     """The request's principal; 401 without a valid token (unless the API runs ``--unauthenticated``)."""
     api = request.app.state.api
     if api.unauthenticated:
-        return access.Principal("local", None, "admin")
+        return LOCAL
+    token = _token(request)
+    return _or_refuse(api.tokens.resolve(token) if token else None)
+
+
+async def principal_of(request: Request) -> access.Principal:
+    """:func:`principal` for route dependencies: a cached token costs no thread hop; only a lookup in
+    Postgres goes to a worker thread."""
+    api = request.app.state.api
+    if api.unauthenticated:
+        return LOCAL
+    token = _token(request)
+    found = api.tokens.cached(token) if token else None
+    if found is None and token:
+        found = await anyio.to_thread.run_sync(api.tokens.resolve, token)
+    return _or_refuse(found)
+
+
+LOCAL = access.Principal("local", None, "admin")
+
+
+def _token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        token = header[7:].strip()
-    else:  # the console's cookie: a write must come from the console's own pages
-        token = request.cookies.get(COOKIE, "")
-        origin = request.headers.get("origin")
-        if token and request.method not in ("GET", "HEAD") and origin and origin != _own_origin(request):
-            raise HTTPException(403, "a cross-site request may not use the console's sign-in")
-    found = api.tokens.resolve(token) if token else None
+        return header[7:].strip()
+    # the console's cookie: a write must come from the console's own pages
+    token = request.cookies.get(COOKIE, "")
+    origin = request.headers.get("origin")
+    if token and request.method not in ("GET", "HEAD") and origin and origin != _own_origin(request):
+        raise HTTPException(403, "a cross-site request may not use the console's sign-in")
+    return token
+
+
+def _or_refuse(found: access.Principal | None) -> access.Principal:
     if found is None:
         raise HTTPException(401, "a valid token is needed: Authorization: Bearer TOKEN (steplog tokens create)",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -49,12 +74,16 @@ class TokenCache:
         self._known: dict[str, tuple[float, access.Principal | None]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, token: str) -> access.Principal | None:
+        """The token's principal if it was resolved within ``seconds``; None means: ask :meth:`resolve`."""
+        hit = self._known.get(token) if self.seconds > 0 else None
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
     def resolve(self, token: str) -> access.Principal | None:
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
         now = time.monotonic()
-        if self.seconds > 0:
-            hit = self._known.get(token)
-            if hit is not None and hit[0] > now:
-                return hit[1]
         found = access.resolve(self.runtime.engine, token)
         if self.seconds > 0 and found is not None:
             with self._lock:
@@ -67,7 +96,7 @@ class TokenCache:
 def allowed(action: str) -> Any:
     """A dependency: the principal, if its role may do ``action`` (403 otherwise)."""
 
-    def check(who: access.Principal = Depends(principal)) -> access.Principal:
+    async def check(who: access.Principal = Depends(principal_of)) -> access.Principal:
         if not who.may(action):
             raise HTTPException(403, f"role {who.role!r} may not {action}")
         return who

@@ -24,7 +24,7 @@ from checkpoint.artifacts import ArtifactPointer, is_pointer_json
 from checkpoint.statuses import RUN_STATUSES
 from tools.audit import ledger_rows
 from workers.api import auth
-from workers.api.runs import inbox, show
+from workers.api.runs import decide_for, inbox, show
 from workers.cli.render import event_name, iso
 
 router = APIRouter(include_in_schema=False)
@@ -175,11 +175,7 @@ async def decide(run_id: str, verdict: str, request: Request, who: access.Princi
         raise HTTPException(422, "a rejection needs a reason")
     api = request.app.state.api
 
-    def act() -> None:
-        auth.visible_run(api, run_id, who)
-        api.runtime.decide(run_id, approved=verdict == "approve", by=who.name, text=text)
-
-    await anyio.to_thread.run_sync(act)
+    await anyio.to_thread.run_sync(lambda: decide_for(api, run_id, who, approved=verdict == "approve", text=text))
     back = form.get("back", "")
     return RedirectResponse(back if back.startswith("/ui/") else f"/ui/runs/{run_id}", status_code=303)
 
@@ -192,8 +188,7 @@ def approvals_page(request: Request, who: access.Principal = Depends(viewer)) ->
 @router.get("/ui/chat", response_class=HTMLResponse)
 def chat_index(request: Request, who: access.Principal = Depends(viewer)) -> HTMLResponse:
     api = request.app.state.api
-    rows = [r for r in turns.sessions(api.engine, api.runtime.registry.sessions(), limit=100)
-            if who.tenant is None or runs.get(api.engine, r.run_id)["tenant"] == who.tenant]
+    rows = turns.sessions(api.engine, api.runtime.registry.sessions(), limit=100, tenant=who.tenant)
     return _page(request, "chat_index.html", who, sessions=rows, agents=api.runtime.registry.sessions(), iso=iso)
 
 

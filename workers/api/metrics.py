@@ -1,5 +1,7 @@
 """The API's Prometheus metrics (prometheus-client): requests and latency by route, open streams, and
-the fleet's runs by status and runs waiting for a person, read from Postgres at each scrape.
+the fleet's runs by status and runs waiting for a person, read from Postgres at each scrape; and the
+families `steplog worker --metrics-port` serves (:mod:`workers.metrics`): ``runs{status}`` and
+``runs_waiting`` from Postgres, the step families empty here (steps run in the workers).
 
 Labels are route templates (``/runs/{run_id}``), never ids: the series stay bounded however many runs.
 """
@@ -17,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from checkpoint import runs
 from checkpoint.statuses import RUN_STATUSES
 from tasks.approvals import SIGNAL as APPROVAL
+from workers.metrics import Families, RunsCollector
 
 
 class _RunsCollector:
@@ -43,6 +46,8 @@ class Metrics:
                                  buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
         self.streams = Gauge("steplog_api_open_streams", "Server-sent event streams open.", registry=self.registry)
         self.registry.register(_RunsCollector(engine))
+        Families(self.registry)
+        self.registry.register(RunsCollector(engine))
 
     def scrape(self) -> bytes:
         return generate_latest(self.registry)

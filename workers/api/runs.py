@@ -59,8 +59,10 @@ def _outcome(run_id: str, outcome: Any) -> dict[str, Any]:
 
 @router.post("/runs", status_code=201)
 def submit(body: NewRun, request: Request, who: access.Principal = Depends(allowed("submit"))) -> dict[str, str]:
+    """A ``traceparent`` header (W3C trace context) is stored with the run: its steps' spans continue it."""
     api = _api(request)
-    run_id = api.runtime.submit(body.workflow, body.input, submitted_by=who.name, tenant=tenant_of(who))
+    run_id = api.runtime.submit(body.workflow, body.input, submitted_by=who.name, tenant=tenant_of(who),
+                                traceparent=request.headers.get("traceparent"))
     return {"run_id": run_id}
 
 
@@ -89,8 +91,20 @@ def show(api: Any, run_id: str, who: access.Principal) -> dict[str, Any]:
 
 
 @router.get("/runs/{run_id}")
-def get_run(run_id: str, request: Request, who: access.Principal = Depends(allowed("read"))) -> Response:
-    return Response(json.dumps(show(_api(request), run_id, who), default=str), media_type="application/json")
+async def get_run(run_id: str, request: Request, who: access.Principal = Depends(allowed("read"))) -> Response:
+    """An unchanged run costs one lookup on the event loop; a changed one is read and rendered on a thread."""
+    api = _api(request)
+    tenant, version = await runs.version(api.reads, run_id)
+    if not who.sees(tenant):
+        raise RunNotFound(run_id)
+    etag = f'"{version}"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    body = api.shown.get(run_id, version)
+    if body is None:
+        body = await anyio.to_thread.run_sync(lambda: json.dumps(show(api, run_id, who), default=str).encode())
+        api.shown.put(run_id, version, body)
+    return Response(body, media_type="application/json", headers={"ETag": etag})
 
 
 @router.post("/runs/{run_id}/cancel")
@@ -109,20 +123,23 @@ def signal(run_id: str, name: str, body: SignalBody, request: Request,
     return _outcome(run_id, api.runtime.signal(run_id, name, body.data, key=body.key, sender=who.name))
 
 
+def decide_for(api: Any, run_id: str, who: access.Principal, *, approved: bool, text: str | None) -> Any:
+    """Approve or reject a waiting tool call of a run the principal sees, recorded under its name (the
+    API's routes and the console's buttons)."""
+    visible_run(api, run_id, who)
+    return api.runtime.decide(run_id, approved=approved, by=who.name, text=text)
+
+
 @router.post("/runs/{run_id}/approve")
 def approve(run_id: str, body: Decision, request: Request,
             who: access.Principal = Depends(allowed("approve"))) -> dict[str, Any]:
-    api = _api(request)
-    visible_run(api, run_id, who)
-    return _outcome(run_id, api.runtime.decide(run_id, approved=True, by=who.name, text=body.note))
+    return _outcome(run_id, decide_for(_api(request), run_id, who, approved=True, text=body.note))
 
 
 @router.post("/runs/{run_id}/reject")
 def reject(run_id: str, body: Rejection, request: Request,
            who: access.Principal = Depends(allowed("approve"))) -> dict[str, Any]:
-    api = _api(request)
-    visible_run(api, run_id, who)
-    return _outcome(run_id, api.runtime.decide(run_id, approved=False, by=who.name, text=body.reason))
+    return _outcome(run_id, decide_for(_api(request), run_id, who, approved=False, text=body.reason))
 
 
 def inbox(api: Any, who: access.Principal, limit: int = 100) -> list[dict[str, Any]]:

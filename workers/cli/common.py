@@ -77,13 +77,13 @@ class Context:
         """A plain psycopg connection for the read-only commands (see pg.py)."""
         from workers.cli import pg
 
-        return pg.connect(self.settings.database_url)
+        return pg.connect(self.settings.database_url, prepared=self.settings.prepared_statements)
 
     @cached_property
     def engine(self) -> Engine:
         from checkpoint.db import make_engine
 
-        return make_engine(self.settings.database_url, pool_size=2)
+        return make_engine(self.settings.database_url, pool_size=2, prepared=self.settings.prepared_statements)
 
     @cached_property
     def celery(self) -> Celery:

@@ -50,10 +50,13 @@ def libpq_url(url: str) -> str:
     return f"postgresql://{rest}" if sep and scheme.startswith("postgres") else url
 
 
-def connect(url: str) -> psycopg.Connection:
-    return psycopg.connect(
+def connect(url: str, *, prepared: bool = True) -> psycopg.Connection:
+    conn = psycopg.connect(
         libpq_url(url), autocommit=True, row_factory=dict_row, application_name=f"steplog-{os.getpid()}"
     )
+    if not prepared:  # STEPLOG_PREPARED_STATEMENTS=false: `watch` repeats its queries past the threshold
+        conn.prepare_threshold = None
+    return conn
 
 
 @cache

@@ -19,6 +19,8 @@ def submit(
     input: Annotated[str, typer.Option("--input", "-i", help="The workflow's input as JSON.")] = "{}",
     as_json: Annotated[bool, typer.Option("--json", help="Print {\"run_id\": ...}.")] = False,
     tenant: Annotated[str, typer.Option("--tenant", help="The tenant the run belongs to.")] = "default",
+    traceparent: Annotated[str | None, typer.Option(
+        "--traceparent", help="W3C trace context (00-TRACE-SPAN-FLAGS) every step's span continues.")] = None,
 ) -> None:
     """Start a run of WORKFLOW; prints its run id."""
     try:
@@ -27,7 +29,7 @@ def submit(
         fail(f"--input is not valid JSON: {exc}", 2)
     if not isinstance(raw, dict):
         fail(f"--input must be a JSON object, got {type(raw).__name__}", 2)
-    run_id = ctx.celery.steplog.submit(workflow, raw, submitted_by=operator(), tenant=tenant)
+    run_id = ctx.celery.steplog.submit(workflow, raw, submitted_by=operator(), tenant=tenant, traceparent=traceparent)
     print_json({"run_id": run_id}) if as_json else out.print(run_id, markup=False, highlight=False)
 
 
