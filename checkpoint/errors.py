@@ -75,3 +75,17 @@ class ArchiveError(HistoryError):
 
 class RunNotFinished(ArchiveError, ValueError):
     """Only a run in a terminal status (succeeded, failed, cancelled) may be archived."""
+
+
+# -- flow control -------------------------------------------------------------------------------------
+
+
+class Throttled(SteplogError):
+    """A step found no budget (a rate limit, a provider's 429): it is handed back undone and dispatched
+    again after ``retry_after`` seconds, holding no worker meanwhile. ``reason`` is what ``show`` says
+    (``rate: llm tpm``). Raised by a limiter, caught by the step runner; never a failed attempt."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(f"throttled ({reason}); again in {retry_after:.2f} s")
+        self.reason = reason
+        self.retry_after = max(float(retry_after), 0.0)

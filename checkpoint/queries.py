@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 #: The event log, outbox, leases and liveness (``checkpoint/queries.sql``).
 EVENT_LOG = Path(__file__).with_name("queries.sql")
+#: Child runs and their parents' joins (``checkpoint/fanout.sql``).
+FANOUT = Path(__file__).with_name("fanout.sql")
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 

@@ -4,6 +4,12 @@
 -- Whether a lease is free (nobody holds it, its hard deadline passed, or its owner stopped
 -- heart-beating for :lease_seconds) is one SQL function, steplog_lease_free, and whether a process is
 -- dead is steplog_owner_dead; both are created by migration 0006.
+--
+-- Flow control (migration 0011): a run with a concurrency key is admitted by steplog_flow_admit inside
+-- the claim (over the limit: not claimed, its dispatch waits for a slot); a commit, retry or failure
+-- that frees its slot wakes the key's oldest waiter with steplog_flow_wake in the same statement, and
+-- returns it (woke_*) for the committing worker to publish. Queries that return dispatches return
+-- the run's priority too.
 
 -- name: register_proc
 INSERT INTO worker_procs (id, worker, pid) VALUES (:id, :worker, :pid)
@@ -18,8 +24,8 @@ DELETE FROM worker_procs WHERE heartbeat_at < now() - interval '1 hour'
 
 -- name: create_run
 WITH run AS (
-  INSERT INTO runs (run_id, workflow, input, status, next_seq, tenant)
-  VALUES (:run_id, :workflow, CAST(:input AS jsonb), 'queued', 2, :tenant)
+  INSERT INTO runs (run_id, workflow, input, status, next_seq, tenant, flow_key, flow_limit, priority)
+  VALUES (:run_id, :workflow, CAST(:input AS jsonb), 'queued', 2, :tenant, :flow_key, :flow_limit, :priority)
   RETURNING run_id
 ), ev AS (
   INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
@@ -37,11 +43,13 @@ WITH claimed AS (
   UPDATE runs r
      SET status = 'running', attempt = r.attempt + 1, lease_owner = :owner,
          lease_started_at = now(), lease_expires_at = now() + (:deadline * interval '1 second'),
-         updated_at = now()
+         updated_at = now(), flow_slot = (r.flow_key IS NOT NULL)
    WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.status IN ('queued', 'running')
      AND r.cancel_requested_by IS NULL
      AND steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds)
-  RETURNING r.run_id, r.workflow, r.input, r.attempt, set_config('synchronous_commit', 'off', true) AS async_commit
+     AND (r.flow_key IS NULL OR steplog_flow_admit(r.run_id, :seq, r.flow_key, r.flow_limit, r.flow_slot))
+  RETURNING r.run_id, r.workflow, r.input, r.attempt, r.priority,
+            set_config('synchronous_commit', 'off', true) AS async_commit
 ), consumed AS (
   DELETE FROM outbox o USING claimed c WHERE o.run_id = c.run_id AND o.seq = :seq
   RETURNING o.dispatched_at
@@ -53,14 +61,20 @@ WITH claimed AS (
   SELECT run_id, :seq, attempt, :owner, :worker, :pid FROM claimed
 )
 SELECT c.workflow, c.input, c.attempt, e.state,
-       CASE WHEN e.type IN ('signal', 'timed_out', 'woke') THEN jsonb_build_object('type', e.type, 'payload', e.payload) END,
-       (SELECT extract(epoch FROM now() - d.dispatched_at)::float8 FROM consumed d) AS queue_wait
+       CASE WHEN e.type IN ('signal', 'timed_out', 'woke', 'joined') THEN jsonb_build_object('type', e.type, 'payload', e.payload) END,
+       (SELECT extract(epoch FROM now() - d.dispatched_at)::float8 FROM consumed d) AS queue_wait,
+       c.priority
   FROM claimed c JOIN events e ON e.run_id = c.run_id AND e.seq = :seq - 1
 
 -- name: run_position
--- Why a claim found nothing to do: the step is done, the run is over, or a live worker holds it.
+-- Why a claim found nothing to do: the step is done, the run is over, a live worker holds it (maybe
+-- the asker itself, whose earlier claim landed unanswered: see StepRunner._not_claimed), or
+-- (throttled) step :seq waits for a concurrency slot.
 SELECT r.status, r.next_seq, r.cancel_requested_by,
-       steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds) AS lease_free
+       steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds) AS lease_free,
+       r.lease_owner, r.attempt,
+       EXISTS (SELECT 1 FROM outbox o WHERE o.run_id = r.run_id AND o.seq = :seq
+                  AND o.throttle_key IS NOT NULL AND o.dispatched_at IS NULL) AS throttled
   FROM runs r WHERE r.run_id = :run_id
 
 -- name: commit_step
@@ -68,20 +82,26 @@ SELECT r.status, r.next_seq, r.cancel_requested_by,
 -- the event, the next step's outbox row (promised by :owner, who publishes right after), and the
 -- attempt's outcome. A cancel requested meanwhile turns the continuation into a `cancelled` event.
 -- With :status 'waiting' the run parks: what it waits for goes on its row, and no outbox row is made.
+-- A child run (fan-out) whose cancel was requested ends `cancelled` even when its step finished: its
+-- parent's join no longer counts it (checkpoint/fanout.sql).
 WITH adv AS (
   UPDATE runs r
      SET next_seq = :seq + 1 + (CASE WHEN :status IN ('running', 'waiting') AND r.cancel_requested_by IS NOT NULL THEN 1 ELSE 0 END),
-         status = CASE WHEN :status IN ('running', 'waiting') AND r.cancel_requested_by IS NOT NULL THEN 'cancelled' ELSE :status END,
+         status = CASE WHEN :status IN ('running', 'waiting') AND r.cancel_requested_by IS NOT NULL THEN 'cancelled'
+                       WHEN :status = 'succeeded' AND r.cancel_requested_by IS NOT NULL AND r.parent_run_id IS NOT NULL THEN 'cancelled'
+                       ELSE :status END,
          result = CAST(:result AS jsonb), attempt = 0,
          wait_signal = CASE WHEN :status = 'waiting' THEN CAST(:wait_signal AS text) END,
          wait_since = CASE WHEN :status = 'waiting' THEN now() END,
          wait_until = CASE WHEN :status = 'waiting' THEN CAST(:wait_until AS timestamptz) END,
-         lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
+         lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now(),
+         flow_slot = false
    WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.lease_owner = :owner AND r.attempt = :attempt
-  RETURNING r.run_id, r.status, r.cancel_requested_by
+  RETURNING r.run_id, r.status, r.cancel_requested_by, r.flow_key
 ), ev AS (
   INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
-  SELECT run_id, :seq, :type, CAST(:state AS jsonb), CAST(:payload AS jsonb), :worker, :pid, :attempt FROM adv
+  SELECT run_id, :seq, CASE WHEN :status = 'succeeded' AND status = 'cancelled' THEN 'cancelled' ELSE :type END,
+         CAST(:state AS jsonb), CAST(:payload AS jsonb), :worker, :pid, :attempt FROM adv
 ), cancel_ev AS (
   INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
   SELECT run_id, :seq + 1, 'cancelled', CAST(:state AS jsonb), jsonb_build_object('by', cancel_requested_by),
@@ -93,34 +113,44 @@ WITH adv AS (
 ), att AS (
   UPDATE step_attempts SET outcome = 'committed', finished_at = now(), step_ms = :step_ms
    WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND EXISTS (SELECT 1 FROM adv)
+), freed AS (
+  SELECT w.* FROM adv, steplog_flow_wake(adv.flow_key, :owner, 1) w
 )
-SELECT status FROM adv
+SELECT adv.status, f.run_id AS woke_run_id, f.seq AS woke_seq, f.workflow AS woke_workflow, f.priority AS woke_priority
+  FROM adv LEFT JOIN freed f ON true
 
 -- name: retry_step
 -- A failed attempt hands the step back: release the lease and queue the same step after a delay.
 -- The sweeper publishes it when it is due, so the delay lives in Postgres, not in a broker countdown.
 WITH rel AS (
-  UPDATE runs r SET lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
+  UPDATE runs r SET lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now(),
+                    flow_slot = false
    WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.lease_owner = :owner AND r.attempt = :attempt
-  RETURNING r.run_id
+  RETURNING r.run_id, r.flow_key
 ), att AS (
   UPDATE step_attempts SET outcome = :outcome, error = CAST(:error AS jsonb), finished_at = now()
    WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND EXISTS (SELECT 1 FROM rel)
+), q AS (
+  INSERT INTO outbox (run_id, seq, owner, available_at, dispatched_at)
+  SELECT run_id, :seq, NULL, now() + (:delay * interval '1 second'), NULL FROM rel
+  ON CONFLICT (run_id, seq) DO UPDATE
+     SET available_at = EXCLUDED.available_at, dispatched_at = NULL, owner = NULL
+  RETURNING run_id
+), freed AS (
+  SELECT w.* FROM rel, steplog_flow_wake(rel.flow_key, :owner, 1) w
 )
-INSERT INTO outbox (run_id, seq, owner, available_at, dispatched_at)
-SELECT run_id, :seq, NULL, now() + (:delay * interval '1 second'), NULL FROM rel
-ON CONFLICT (run_id, seq) DO UPDATE
-   SET available_at = EXCLUDED.available_at, dispatched_at = NULL, owner = NULL
-RETURNING run_id
+SELECT q.run_id, f.run_id AS woke_run_id, f.seq AS woke_seq, f.workflow AS woke_workflow, f.priority AS woke_priority
+  FROM q LEFT JOIN freed f ON true
 
 -- name: fail_run
 -- The last allowed attempt failed: the run ends `failed`, its event lists every attempt.
 WITH adv AS (
   UPDATE runs r
      SET status = 'failed', error = CAST(:error AS jsonb), next_seq = :seq + 1, attempt = 0,
-         lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
+         lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now(),
+         flow_slot = false
    WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.lease_owner = :owner AND r.attempt = :attempt
-  RETURNING r.run_id
+  RETURNING r.run_id, r.flow_key
 ), att AS (
   UPDATE step_attempts SET outcome = 'failed', error = CAST(:error AS jsonb), finished_at = now()
    WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND EXISTS (SELECT 1 FROM adv)
@@ -131,21 +161,32 @@ WITH adv AS (
            'error', CASE WHEN a.attempt = :attempt THEN CAST(:error AS jsonb) ELSE a.error END,
            'started_at', a.started_at) ORDER BY a.attempt), '[]'::jsonb) AS list
     FROM step_attempts a WHERE a.run_id = :run_id AND a.seq = :seq
+), ev AS (
+  INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
+  SELECT adv.run_id, :seq, 'failed',
+         (SELECT e.state FROM events e WHERE e.run_id = :run_id AND e.seq = :seq - 1),
+         jsonb_build_object('error', CAST(:error AS jsonb), 'attempts', attempts.list),
+         :worker, :pid, :attempt
+    FROM adv, attempts
+  RETURNING seq
+), freed AS (
+  SELECT w.* FROM adv, steplog_flow_wake(adv.flow_key, :owner, 1) w
 )
-INSERT INTO events (run_id, seq, type, state, payload, worker, pid, attempt)
-SELECT adv.run_id, :seq, 'failed',
-       (SELECT e.state FROM events e WHERE e.run_id = :run_id AND e.seq = :seq - 1),
-       jsonb_build_object('error', CAST(:error AS jsonb), 'attempts', attempts.list),
-       :worker, :pid, :attempt
-  FROM adv, attempts
-RETURNING seq
+SELECT ev.seq, f.run_id AS woke_run_id, f.seq AS woke_seq, f.workflow AS woke_workflow, f.priority AS woke_priority
+  FROM ev LEFT JOIN freed f ON true
 
 -- name: release_lease
 -- Best effort after a database error in the commit: hand the step back at once, not at the deadline.
+-- The commit may have landed all the same (Postgres applied it and went down before answering):
+-- then the run has moved on and the next step's dispatch, promised by :owner, was never published;
+-- it is marked unsent, so the next sweep publishes it instead of the backstop, much later.
 WITH rel AS (
   UPDATE runs r SET lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
    WHERE r.run_id = :run_id AND r.next_seq = :seq AND r.lease_owner = :owner AND r.attempt = :attempt
   RETURNING r.run_id
+), unsent AS (
+  UPDATE outbox o SET dispatched_at = NULL, owner = NULL
+   WHERE o.run_id = :run_id AND o.seq > :seq AND o.owner = :owner AND NOT EXISTS (SELECT 1 FROM rel)
 )
 INSERT INTO outbox (run_id, seq, owner, dispatched_at)
 SELECT run_id, :seq, NULL, NULL FROM rel
@@ -163,7 +204,8 @@ WITH adv AS (
   UPDATE runs r
      SET status = 'cancelled', next_seq = r.next_seq + 1, attempt = 0,
          lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now(),
-         wait_signal = NULL, wait_since = NULL, wait_until = NULL
+         wait_signal = NULL, wait_since = NULL, wait_until = NULL,
+         flow_slot = false  -- its key's next waiter is woken by the sweeper's flow repair
    WHERE r.run_id = :run_id AND r.status IN ('queued', 'running', 'waiting') AND r.cancel_requested_by IS NOT NULL
      AND steplog_lease_free(r.lease_owner, r.lease_started_at, r.lease_expires_at, :lease_seconds)
   RETURNING r.run_id, r.next_seq - 1 AS seq, r.cancel_requested_by
@@ -183,6 +225,7 @@ RETURNING seq
 -- name: sweep_lost_leases
 -- Steps whose worker process went silent or that overran their deadline: release the lease and
 -- dispatch the step again. SKIP LOCKED lets every worker sweep at once, each run handled once.
+-- A keyed run keeps its concurrency slot: the step taken over runs in it.
 WITH lost AS (
   SELECT r.run_id, r.next_seq, r.attempt, (r.lease_expires_at < now()) AS overran
     FROM runs r
@@ -193,7 +236,7 @@ WITH lost AS (
 ), rel AS (
   UPDATE runs r SET lease_owner = NULL, lease_started_at = NULL, lease_expires_at = NULL, updated_at = now()
     FROM lost WHERE r.run_id = lost.run_id
-  RETURNING r.run_id, r.next_seq, r.workflow, lost.attempt, lost.overran
+  RETURNING r.run_id, r.next_seq, r.workflow, r.priority, lost.attempt, lost.overran
 ), att AS (
   UPDATE step_attempts a
      SET outcome = CASE WHEN rel.overran THEN 'timed_out' ELSE 'lost' END, finished_at = now(),
@@ -208,7 +251,7 @@ WITH lost AS (
   SELECT run_id, next_seq, :owner, now() FROM rel
   ON CONFLICT (run_id, seq) DO UPDATE SET owner = EXCLUDED.owner, dispatched_at = now(), available_at = now()
 )
-SELECT run_id, next_seq AS seq, workflow FROM rel
+SELECT run_id, next_seq AS seq, workflow, priority FROM rel
 
 -- name: sweep_outbox
 -- Dispatches that are due and not known to be in flight: never published (a delayed retry),
@@ -218,22 +261,35 @@ SELECT run_id, next_seq AS seq, workflow FROM rel
 -- runs is not re-sent while it waits its turn. With :run_id, only that run's rows (a duplicate step
 -- message checking on its successor: re-sending a successor still in flight would start a chain of
 -- duplicates that follows the run to its end).
-WITH due AS (
-  SELECT o.run_id, o.seq FROM outbox o
+--
+-- Also every dispatch a dead worker process may have received and not claimed. Postgres does not know
+-- which worker a message went to, only that a process found dead (heartbeat older than the lease)
+-- could have received any message published before it was found dead, i.e. before its last
+-- heartbeat plus the lease: so those are re-sent, the moment the first sweeper sees the death.
+-- Once per death: the re-send moves dispatched_at past that moment, so the same death never matches
+-- again; a later death matches again, as it should (the re-sent message may be in its hands too).
+-- One max() over the liveness rows per sweep; the price is one duplicate message per step queued at
+-- the death, which its claim turns into a no-op.
+WITH dead AS (
+  SELECT max(w.heartbeat_at) + (:lease_seconds * interval '1 second') AS found_dead
+    FROM worker_procs w WHERE w.heartbeat_at < now() - (:lease_seconds * interval '1 second')
+), due AS (
+  SELECT o.run_id, o.seq FROM outbox o, dead
    WHERE o.available_at <= now()
      AND (CAST(:run_id AS text) IS NULL OR o.run_id = :run_id)
      AND (o.dispatched_at IS NULL
           OR o.dispatched_at < now() - (:redispatch_seconds * interval '1 second')
+          OR o.dispatched_at < dead.found_dead
           OR (o.owner IS NOT NULL AND o.dispatched_at < now() - (:lease_seconds * interval '1 second')
               AND steplog_owner_dead(o.owner, o.dispatched_at, :lease_seconds)))
    ORDER BY o.available_at
-   FOR UPDATE SKIP LOCKED
+   FOR UPDATE OF o SKIP LOCKED
    LIMIT 500
 )
 UPDATE outbox o SET dispatched_at = now(), owner = :owner
   FROM due, runs r
  WHERE o.run_id = due.run_id AND o.seq = due.seq AND r.run_id = o.run_id
-RETURNING o.run_id, o.seq, r.workflow
+RETURNING o.run_id, o.seq, r.workflow, r.priority
 
 -- name: resend_dispatched_before
 -- The broker lost its data (checkpoint/broker_epoch.py): every dispatch published before the new
@@ -249,7 +305,7 @@ WITH lost AS (
 UPDATE outbox o SET dispatched_at = now(), owner = :owner
   FROM lost, runs r
  WHERE o.run_id = lost.run_id AND o.seq = lost.seq AND r.run_id = o.run_id
-RETURNING o.run_id, o.seq, r.workflow
+RETURNING o.run_id, o.seq, r.workflow, r.priority
 
 -- name: clock
 SELECT clock_timestamp() AS now
@@ -257,7 +313,7 @@ SELECT clock_timestamp() AS now
 -- name: get_run
 SELECT run_id, workflow, status, input, result, error, next_seq, attempt, lease_owner,
        lease_started_at, lease_expires_at, cancel_requested_by, archive, created_at, updated_at,
-       wait_signal, wait_since, wait_until, tenant
+       wait_signal, wait_since, wait_until, tenant, flow_key, flow_limit, priority
   FROM runs WHERE run_id = :run_id
 
 -- name: run_version
@@ -356,11 +412,11 @@ WITH w AS (
   UPDATE runs r SET status = 'queued', next_seq = w.next_seq + 1, wait_signal = NULL, wait_since = NULL,
                     wait_until = NULL, updated_at = now()
     FROM w, sig WHERE r.run_id = w.run_id
-  RETURNING r.run_id, r.next_seq, r.workflow
+  RETURNING r.run_id, r.next_seq, r.workflow, r.priority
 ), nxt AS (
   INSERT INTO outbox (run_id, seq, owner, dispatched_at) SELECT run_id, next_seq, :owner, now() FROM adv
 )
-SELECT run_id, next_seq AS seq, workflow FROM adv
+SELECT run_id, next_seq AS seq, workflow, priority FROM adv
 
 -- name: wake_due
 -- Waits whose time has come: a sleep ends (`woke`), a wait for a signal times out (`timed_out`).
@@ -384,11 +440,11 @@ WITH due AS (
   UPDATE runs r SET status = 'queued', next_seq = due.next_seq + 1, wait_signal = NULL, wait_since = NULL,
                     wait_until = NULL, updated_at = now()
     FROM due WHERE r.run_id = due.run_id
-  RETURNING r.run_id, r.next_seq, r.workflow
+  RETURNING r.run_id, r.next_seq, r.workflow, r.priority
 ), nxt AS (
   INSERT INTO outbox (run_id, seq, owner, dispatched_at) SELECT run_id, next_seq, :owner, now() FROM adv
 )
-SELECT run_id, next_seq AS seq, workflow FROM adv
+SELECT run_id, next_seq AS seq, workflow, priority FROM adv
 
 -- name: last_signal
 -- The most recent signal of this name a run consumed (e.g. the answer to its last approval).

@@ -68,3 +68,16 @@ def dead_letter_count(queue: str) -> str:
     """How many messages on ``queue`` were ever dead-lettered (the list is capped; this is not):
     ``steplog:dead-letter-count:{queue}``."""
     return f"{PREFIX}dead-letter-count:{queue}"
+
+
+def rate(name: str, part: str) -> str:
+    """One fleet-wide rate limit's state (checkpoint/limiter.py), ``part`` being ``log``, ``cost``,
+    ``blocked``, ``turns`` or ``turn-kind``: ``steplog:rate:{digest}:{part}``, the digest standing for the limit's name (a model
+    endpoint's URL and model, a tool and its key value), which may hold any character."""
+    digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+    return f"{PREFIX}rate:{digest}:{_part('part', part)}"
+
+
+def rates() -> str:
+    """Every rate limit in use, name -> its limits as JSON (what `steplog limits` lists): ``steplog:rates``."""
+    return f"{PREFIX}rates"

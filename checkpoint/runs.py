@@ -28,15 +28,19 @@ def new_run_id() -> str:
 
 
 def create(engine: Engine, workflow: str, input: dict[str, Any], state: dict[str, Any], *, submitted_by: str,
-           tenant: str = DEFAULT_TENANT, extra: dict[str, Any] | None = None) -> str:
+           tenant: str = DEFAULT_TENANT, extra: dict[str, Any] | None = None, flow: tuple[str, int] | None = None,
+           priority: int = 0) -> str:
     """Write the run, its `submitted` event (the first checkpoint) and the first step's dispatch;
-    ``extra`` joins the `submitted` event's payload (e.g. the caller's ``traceparent``)."""
+    ``extra`` joins the `submitted` event's payload (e.g. the caller's ``traceparent``); ``flow``: the
+    run's concurrency key and limit; ``priority``: 0-9 (9 first)."""
     with engine.begin() as conn:
-        return create_in(conn, workflow, input, state, submitted_by=submitted_by, tenant=tenant, extra=extra)
+        return create_in(conn, workflow, input, state, submitted_by=submitted_by, tenant=tenant, extra=extra,
+                         flow=flow, priority=priority)
 
 
 def create_in(conn: Connection, workflow: str, input: dict[str, Any], state: dict[str, Any], *, submitted_by: str,
-              extra: dict[str, Any] | None = None, tenant: str = DEFAULT_TENANT) -> str:
+              extra: dict[str, Any] | None = None, tenant: str = DEFAULT_TENANT,
+              flow: tuple[str, int] | None = None, priority: int = 0) -> str:
     """:func:`create` inside the caller's transaction (a schedule's tick and its run commit together);
     ``extra`` joins the `submitted` event's payload."""
     run_id = new_run_id()
@@ -45,6 +49,7 @@ def create_in(conn: Connection, workflow: str, input: dict[str, Any], state: dic
         dict(
             run_id=run_id, workflow=workflow, input=dumps(input), state=dumps(state),
             payload=dumps({"input": input, **(extra or {})}), worker=submitted_by, pid=os.getpid(), tenant=tenant,
+            flow_key=flow[0] if flow else None, flow_limit=flow[1] if flow else None, priority=priority,
         ),
     )
     return run_id

@@ -96,4 +96,4 @@ def send(
         woken = run_sql(D["wake_on_signal"], dict(run_id=run_id, owner=owner, worker=sender, pid=os.getpid()))
     if woken is None:
         return SignalOutcome("buffered", key)
-    return SignalOutcome("delivered", key, Dispatch(woken[0], woken[1], woken[2]), woken[1] - 1)
+    return SignalOutcome("delivered", key, Dispatch(woken[0], woken[1], woken[2], woken[3]), woken[1] - 1)

@@ -7,6 +7,7 @@ events by (run_id, seq), outbox rows by (run_id, seq), attempts by (run_id, seq,
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Column,
     Computed,
@@ -17,9 +18,11 @@ from sqlalchemy import (
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -58,11 +61,49 @@ runs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # Who the run belongs to: the API shows a tenant's runs to that tenant's tokens only.
     Column("tenant", Text, nullable=False, server_default="default"),
+    # Flow control (migration 0011): the run's concurrency key and limit, fixed at submission; whether
+    # it holds one of the key's slots (claim to commit); its priority, 0-9, carried on every step message.
+    Column("flow_key", Text),
+    Column("flow_limit", Integer),
+    Column("flow_slot", Boolean, nullable=False, server_default=false()),
+    Column("priority", SmallInteger, nullable=False, server_default="0"),
+    # A child run (fan-out): its parent, the parent's step that spawned it, and its index among them.
+    Column("parent_run_id", Text),
+    Column("parent_seq", Integer),
+    Column("child_index", Integer),
     CheckConstraint(f"status IN {RUN_STATUSES}", name="runs_status_valid"),
+    CheckConstraint("priority BETWEEN 0 AND 9", name="runs_priority_valid"),
     Index("runs_created_at_idx", "created_at"),
     Index("runs_tenant_created_idx", "tenant", "created_at"),
     Index("runs_leased_idx", "lease_owner", postgresql_where=text("lease_owner IS NOT NULL")),
     Index("runs_wait_due_idx", "wait_until", postgresql_where=text("status = 'waiting'")),
+    Index("runs_flow_slot_idx", "flow_key", postgresql_where=text("flow_slot")),
+    Index("runs_children_idx", "parent_run_id", "parent_seq", "child_index",
+          postgresql_where=text("parent_run_id IS NOT NULL")),
+)
+
+fanouts = Table(
+    "fanouts",
+    metadata,
+    # One row per step that spawned children (Map, Spawn): the join's rule, the in-flight window and
+    # counters of ended children, kept by the trigger every child's end fires (migration 0010).
+    Column("run_id", Text, ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("max_parallel", Integer, nullable=False),
+    Column("on_error", Text, nullable=False),
+    Column("quorum", Integer),
+    # Children with index below this have been dispatched; the rest wait for a slot in the window.
+    Column("dispatched", Integer, nullable=False),
+    Column("succeeded", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("cancelled", Integer, nullable=False, server_default="0"),
+    # The child whose end fired the join (set once: the join fires once), and when.
+    Column("joined_by", Text),
+    Column("joined_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("run_id", "seq", name="fanouts_pkey"),
+    CheckConstraint("on_error IN ('all', 'settled', 'quorum')", name="fanouts_on_error_valid"),
 )
 
 events = Table(
@@ -94,8 +135,14 @@ outbox = Table(
     # When it was last published; NULL: not yet. The claim of the step deletes the row.
     Column("dispatched_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # A throttled step: why it waits ('concurrency', 'rate: llm tpm', ...); one waiting for a
+    # concurrency slot names its key and since when it waits (woken oldest first).
+    Column("throttle", Text),
+    Column("throttle_key", Text),
+    Column("throttled_since", DateTime(timezone=True)),
     PrimaryKeyConstraint("run_id", "seq", name="outbox_pkey"),
     Index("outbox_available_idx", "available_at"),
+    Index("outbox_throttle_idx", "throttle_key", "throttled_since", postgresql_where=text("throttle_key IS NOT NULL")),
 )
 
 step_attempts = Table(

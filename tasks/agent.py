@@ -31,12 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tasks.agents import session
 from tasks.agents.loop import AgentContext, AgentRun, Loop, Output, Then, default_result
 from tasks.agents.scripted import Scripted, call
+from tasks.concurrency import Concurrency
 from tasks.reasoning.base import Decision, FinalReport, ToolCall
 from tasks.workflow import Workflow
 from tools.declaration import Tool
 
 __all__ = [
-    "Agent", "AgentContext", "AgentInput", "SessionInput", "AgentRun", "Decision", "FinalReport", "OpenAIModel", "Output",
+    "Agent", "AgentContext", "Concurrency", "AgentInput", "SessionInput", "AgentRun", "Decision", "FinalReport", "OpenAIModel", "Output",
     "Scripted", "Then", "ToolCall", "call", "default_result",
 ]
 
@@ -117,6 +118,7 @@ class Agent:
         time_limit: float | None = None,
         chat: bool = False,
         turns_window: int = session.WINDOW,
+        concurrency: Concurrency | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValueError("an agent needs a name")
@@ -160,7 +162,8 @@ class Agent:
         self.input, self.task = input, task
         self.remember, self.out_of_steps, self.window = remember, out_of_steps, window
         self.workflow = Workflow(name, input, self.loop.start, self.loop.step, time_limit=time_limit,
-                                 describe=self.loop.describe, precheck=precheck, session=self.chat)
+                                 describe=self.loop.describe, precheck=precheck, session=self.chat,
+                                 concurrency=concurrency, tools=tuple(t for t in self.tools if isinstance(t, Tool)))
 
     def as_workflow(self) -> Workflow:
         return self.workflow

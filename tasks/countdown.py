@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from tasks.workflow import Continue, Finish, StepContext, Workflow
 
@@ -14,6 +14,17 @@ class CountdownInput(BaseModel):
 
     steps: int = Field(ge=0, le=1_000_000, description="How many steps to run.")
     sleep: float = Field(0.0, ge=0, le=3600, description="Seconds each step sleeps.")
+    tenant: str | None = Field(
+        None, min_length=1, max_length=100,
+        description="Whose run this is, for concurrency limits (STEPLOG_CONCURRENCY keyed on input.tenant).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_no_tenant(self, handler):  # a run's input shows a tenant only when it has one
+        data = handler(self)
+        if data.get("tenant") is None:
+            data.pop("tenant", None)
+        return data
 
 
 def start(inp: CountdownInput) -> dict:

@@ -43,6 +43,7 @@ class StepServices:
     budget_tokens: int = 6000  # history a step sees: latest summary + recent events
     tail_limit: int = 50
     summary_every_steps: int = 20
+    workflows: Any = None  # the process's WorkflowRegistry (set by the step runner): a Map child's tools
 
     @property
     def inline_limit(self) -> int:

@@ -10,13 +10,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasks import countdown
+from tasks import countdown, fanout, tool_call
 from tasks.chat import workflow as chat
 from tasks.errors import InvalidInput, UnknownWorkflow
 from tasks.research import workflow as research
 from tasks.workflow import Workflow
 
-BUILTIN: tuple[Workflow, ...] = (countdown.WORKFLOW, research.WORKFLOW, chat.WORKFLOW)
+BUILTIN: tuple[Workflow, ...] = (
+    countdown.WORKFLOW, research.WORKFLOW, chat.WORKFLOW, fanout.WORKFLOW, fanout.CHILD, tool_call.WORKFLOW,
+)
 
 
 def _workflow(item: Any, module: str) -> Workflow:

@@ -70,7 +70,6 @@ def test_junk_on_the_redis_queue_is_dead_lettered_and_the_same_worker_keeps_serv
     assert client.llen("steplog") == 0
 
 
-@pytest.mark.skipif(not _rabbitmq_up(), reason="no RabbitMQ on localhost:5672")
 def _queue_exists(queue: str) -> bool:
     from amqp.exceptions import NotFound
 
@@ -82,12 +81,13 @@ def _queue_exists(queue: str) -> bool:
         return False
 
 
+@pytest.mark.skipif(not _rabbitmq_up(), reason="no RabbitMQ on localhost:5672")
 def test_junk_on_the_rabbitmq_queue_is_dead_lettered_and_the_same_worker_keeps_serving(fleet, tmp_path):
     from tests.support.harness import Fleet
 
     queue = f"steplog-test-{uuid.uuid4().hex[:8]}"
     env = {**fleet.env, "STEPLOG_BROKER_URL": AMQP_URL, "STEPLOG_QUEUE": queue}
-    amqp = Fleet(env, tmp_path / "amqp")
+    amqp = Fleet(env, tmp_path / "amqp", host=f"test-{uuid.uuid4().hex[:8]}")  # see Fleet: RabbitMQ's control queues
     try:
         worker = amqp.start()
         # Ready in Postgres may come before the consumer declared its queue: a message published to a

@@ -75,6 +75,36 @@ def test_worker_dying_between_commit_and_publish_leaves_a_run_that_completes(fle
     assert committed_attempts_per_seq(fleet, run_id) == {seq: 1 for seq in range(2, 6)}
 
 
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_worker_frozen_holding_a_step_it_never_claimed_has_the_step_re_sent_within_seconds(fleet):
+    # The backstop is ten minutes away and kombu's redelivery an hour; the step was published by the
+    # test (a submitter, whose promise no heartbeat vouches for): only the death of the worker that
+    # holds the message can bring the step back in time.
+    env = {**fleet.env, "STEPLOG_REDISPATCH_SECONDS": "600", "STEPLOG_VISIBILITY_TIMEOUT": "3600"}
+    frozen = fleet.start(env={**env, "STEPLOG_FAULT_BEFORE_CLAIM": "1"})
+    run_id = fleet.submit("countdown", {"steps": 3})
+    wait_for(lambda: "test fault: stopping before claiming step 2" in frozen.log() and _stopped(frozen.pid),
+             what="the worker to stop holding step 2")
+    assert fleet.attempts(run_id) == [] and len(fleet.events(run_id)) == 1  # received, never claimed
+    rescuer = fleet.start(env=env)
+    run = fleet.wait_finished(run_id, timeout=90)
+    assert run["result"] == {"steps_run": 3}
+    events = fleet.events(run_id)
+    assert_contiguous(events)
+    assert {e["worker"] for e in events[1:]} == {rescuer.node}
+    assert committed_attempts_per_seq(fleet, run_id) == {2: 1, 3: 1, 4: 1}
+    assert len(fleet.attempts(run_id)) == 3
+    # Woken, the frozen worker goes on with the message it held: its claim finds the run over.
+    frozen.signal(signal.SIGCONT)
+    wait_for(lambda: "succeeded in" in frozen.log() and "'finished'" in frozen.log(),
+             what="the late message to be dropped")
+    assert len(fleet.events(run_id)) == len(events) and len(fleet.attempts(run_id)) == 3
+
+
 def test_log_lines_of_a_step_carry_its_run_seq_step_worker_and_attempt(fleet):
     import json
 

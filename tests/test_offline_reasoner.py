@@ -60,18 +60,21 @@ class Driver:
             assert steps <= max_steps, f"reasoning step {steps} is past the budget of {max_steps}"
             if isinstance(decision.action, FinalReport):
                 return decision.action, steps, calls
-            call = decision.action
-            calls.append(call)
-            runtime = ToolRuntime(self.engine, self.registry, run_id=run_id, seq=steps)
-            outcome = runtime.call(call.tool, call.args)
-            with self.engine.begin() as conn:
-                for record in runtime.records():
-                    record(conn)
-            steps += 1
-            error = None if outcome.ok else outcome.error["message"]
-            observations.append(Observation(call, outcome.ok, outcome.result, error))
-            if call.tool == "save_note" and outcome.ok:
-                notes.append({"text": call.args["text"], "citations": list(call.args["citations"])})
+            batch = decision.action if isinstance(decision.action, tuple) else (decision.action,)
+            if len(batch) > 1 and max_steps - steps < 3:
+                batch = batch[:1]  # as the agent loop: no room for a fan-out's two steps
+            for i, call in enumerate(batch):  # several reads at once: observed in order, as the join does
+                calls.append(call)
+                runtime = ToolRuntime(self.engine, self.registry, run_id=run_id, seq=steps * 100 + i)
+                outcome = runtime.call(call.tool, call.args)
+                with self.engine.begin() as conn:
+                    for record in runtime.records():
+                        record(conn)
+                error = None if outcome.ok else outcome.error["message"]
+                observations.append(Observation(call, outcome.ok, outcome.result, error))
+                if call.tool == "save_note" and outcome.ok:
+                    notes.append({"text": call.args["text"], "citations": list(call.args["citations"])})
+            steps += 1 if len(batch) == 1 else 2 * len(batch) - 1  # a fan-out is charged as calls one by one
 
 
 def _flat(text: str) -> str:
@@ -230,9 +233,13 @@ def test_same_context_gives_the_same_decision(corpus_engine):
                               notes=[])
     decisions = [reasoner.decide(context) for _ in range(3)]
     assert decisions[0] == decisions[1] == decisions[2]
-    assert decisions[0].action == ToolCall(
-        "read_document", {"corpus": "stdlib", "doc_id": "csv", "max_passages": 20}, thought=decisions[0].action.thought
+    # The documents the question still needs are read at once (a fan-out), the best-ranked first.
+    reads = decisions[0].action
+    assert isinstance(reads, tuple) and 1 < len(reads) <= 3 and {c.tool for c in reads} == {"read_document"}
+    assert reads[0] == ToolCall(
+        "read_document", {"corpus": "stdlib", "doc_id": "csv", "max_passages": 20}, thought=reads[0].thought
     )
+    assert len({c.args["doc_id"] for c in reads}) == len(reads)
 
 
 def test_a_bounded_context_still_finishes_within_the_budget(corpus_engine):
@@ -328,3 +335,19 @@ def test_read_document_names_what_is_wrong(corpus_engine, args, field, says):
     out = runtime.call("read_document", args)
     assert not out.ok and out.error["type"] == "ToolInputError"
     assert out.error["field"] == field and says in out.error["message"]
+
+
+@pytest.mark.parametrize("question", [
+    "how to read a CSV file", "how to compute a SHA-256 hash", "how to run a subprocess with a timeout",
+    "how do I parse command-line options",
+])
+@pytest.mark.parametrize("max_steps", [40, 12])
+def test_reading_documents_at_once_gives_the_report_of_reading_them_one_by_one(corpus_engine, monkeypatch, question,
+                                                                               max_steps):
+    from tasks.reasoning import offline
+
+    together, used, calls = Driver(corpus_engine, window=6).run(question, max_steps=max_steps)
+    monkeypatch.setattr(offline, "_unread", lambda *a, **k: [])  # one read per decision
+    one_by_one, used_alone, calls_alone = Driver(corpus_engine, window=6).run(question, max_steps=max_steps)
+    assert together == one_by_one and used == used_alone
+    assert sorted(c.args.get("doc_id", "") for c in calls) == sorted(c.args.get("doc_id", "") for c in calls_alone)

@@ -6,30 +6,21 @@ repeats an event, and the host rejoins and takes work again. Needs root (CI runs
 
 from __future__ import annotations
 
-import re
-from urllib.parse import urlsplit, urlunsplit
-
 import pytest
 from sqlalchemy import text
 
 from tests.support.harness import Fleet, assert_contiguous, wait_for
-from tests.support.netns import Forwarder, Network
+from tests.support.netns import network as make_network
 from tests.support.toolsupport import LocalHTTPServer
 from workers.fleet import WorkerProc
+from workers.partition import Network, relay_urls
 
 pytestmark = pytest.mark.slow
 
 
-def _via(url: str, ip: str) -> str:
-    """``url`` with its host replaced by ``ip`` (same port, database, user)."""
-    parts = urlsplit(url)
-    netloc = re.sub(r"(^|@)(localhost|127\.0\.0\.1)(?=:|$)", rf"\g<1>{ip}", parts.netloc)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 @pytest.fixture
 def network():
-    net = Network()
+    net = make_network()
     yield net
     net.close()
 
@@ -43,15 +34,13 @@ def _attempts(fleet: Fleet, run_ids: list[str]) -> list[dict]:
 
 def test_a_host_cut_off_mid_lease_is_taken_over_fenced_and_rejoins(fleet: Fleet, network: Network, tmp_path) -> None:
     with LocalHTTPServer() as sink:
-        ports = [5432, 6379, sink.server_port]
-        relay = Forwarder(network.service_ip, ports)
+        names = ["STEPLOG_DATABASE_URL", "STEPLOG_BROKER_URL", "STEPLOG_REDIS_URL"]
+        relay, urls = relay_urls(network.service_ip, [fleet.env[n] for n in names]
+                                 + [f"http://127.0.0.1:{sink.server_port}/hook"])
         try:
-            ip = network.service_ip
-            env = {**fleet.env,
-                   "STEPLOG_DATABASE_URL": _via(fleet.env["STEPLOG_DATABASE_URL"], ip),
-                   "STEPLOG_BROKER_URL": _via(fleet.env["STEPLOG_BROKER_URL"], ip),
-                   "STEPLOG_REDIS_URL": _via(fleet.env["STEPLOG_REDIS_URL"], ip),
-                   "STEPLOG_NET_ALLOW": f"{ip}:{sink.server_port}"}
+            hook = urls.pop()
+            hook_netloc = hook.split("/")[2]
+            env = {**fleet.env, **dict(zip(names, urls)), "STEPLOG_NET_ALLOW": hook_netloc}
             hosts = [network.host(), network.host()]
             workers = [WorkerProc(env, f"h{i + 1}", tmp_path, "--concurrency=1", host=f"host{i + 1}", prefix=h.prefix)
                        for i, h in enumerate(hosts)]
@@ -60,7 +49,6 @@ def test_a_host_cut_off_mid_lease_is_taken_over_fenced_and_rejoins(fleet: Fleet,
                 fleet.wait_ready(w)
             cut_host, cut_worker, other = hosts[0], workers[0], workers[1]
 
-            hook = f"http://{ip}:{sink.server_port}/hook"
             run_ids = [fleet.submit("notify_after", {"url": hook, "steps": 8, "sleep": 0.4}) for _ in range(6)]
             held = wait_for(lambda: [r for r in run_ids if (f := fleet.in_flight(r)) and f["worker"] == cut_worker.node],
                             timeout=60, what="the first host to hold a lease")

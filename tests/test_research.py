@@ -57,6 +57,10 @@ def test_offline_research_run_cites_the_module_through_real_workers(corpus_env, 
         kinds = [e["payload"].get("kind") for e in events[1:]]
         assert kinds[0] == "reason" and kinds[1] == "tool"  # one reasoning step, then one tool step
         assert {e["worker"] for e in events[1:]} == {"w1@test", "w2@test"}
+        # The documents the question needs were read at once: a fan-out of read_document child steps.
+        kids = cli_json(corpus_env, "show", run_id, "--children", "--json")
+        assert len(kids) > 1 and {k["workflow"] for k in kids} == {"tool_call"}
+        assert {k["status"] for k in kids} == {"succeeded"} and "joined" in [e["type"] for e in events]
         waited = cli(env, "research", "how to read a CSV file", "--wait")  # follows, then prints the report
         assert waited.returncode == 0, waited.stderr
         assert "step   2 step       search_corpus" in waited.stdout and "[csv" in waited.stdout

@@ -51,7 +51,8 @@ def broker_env(request, fast_env):
 def broker_fleet(broker_env, tmp_path):
     from tests.support.harness import Fleet
 
-    f = Fleet(broker_env, tmp_path)
+    rabbitmq = broker_env["STEPLOG_BROKER_URL"].startswith("amqp")
+    f = Fleet(broker_env, tmp_path, host=f"test-{uuid.uuid4().hex[:8]}" if rabbitmq else "test")
     yield f
     f.close()
 

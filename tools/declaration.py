@@ -43,6 +43,37 @@ class ToolContext:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """At most ``limit`` executions of a tool per ``per_seconds``, fleet-wide; with ``key`` (a path into
+    the tool's arguments, ``args.FIELD``), one such budget per value of that field. A call over it
+    defers its step (due when a slot of the window frees), holding no worker."""
+
+    limit: int
+    per_seconds: float
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.limit, int) or isinstance(self.limit, bool) or self.limit < 1:
+            raise ToolDeclarationError(f"Rate limit must be a positive integer, not {self.limit!r}")
+        if not isinstance(self.per_seconds, (int, float)) or not self.per_seconds > 0:
+            raise ToolDeclarationError(f"Rate per_seconds must be a positive number, not {self.per_seconds!r}")
+        if self.key is not None and not _RATE_KEY.match(self.key):
+            raise ToolDeclarationError(f"Rate key must be a path into the arguments such as 'args.host', not {self.key!r}")
+
+    def name_for(self, tool: str, args: dict[str, Any]) -> str:
+        """The budget a call draws on: ``tool NAME``, or ``tool NAME FIELD=value`` with a key."""
+        if self.key is None:
+            return f"tool {tool}"
+        value: Any = args
+        for part in self.key.split(".")[1:]:
+            value = value.get(part) if isinstance(value, dict) else None
+        return f"tool {tool} {self.key.rsplit('.', 1)[-1]}={value}"
+
+
+_RATE_KEY = re.compile(r"^args(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+@dataclass(frozen=True)
 class Tool:
     """A declared tool. ``fn(ctx, input) -> output`` gets a validated ``input_model`` instance.
 
@@ -60,6 +91,7 @@ class Tool:
     dedupes: bool = False
     description: str = field(default="")
     approval: bool = False
+    rate: Rate | None = None  # a fleet-wide rate limit on its executions (an outside API's)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -81,7 +113,7 @@ class Tool:
 
 
 def tool(
-    name: str, version: str, effect: Effect, *, dedupes: bool = False, approval: bool = False
+    name: str, version: str, effect: Effect, *, dedupes: bool = False, approval: bool = False, rate: Rate | None = None
 ) -> Callable[[Callable[[ToolContext, Any], Any]], Tool]:
     """Declare a tool from a function annotated ``(ctx: ToolContext, args: InputModel) -> OutputModel``."""
 
@@ -96,6 +128,7 @@ def tool(
         return Tool(
             name=name, version=version, input_model=hints[params[1]], output_model=hints["return"],
             effect=effect, fn=fn, dedupes=dedupes, description=(fn.__doc__ or "").strip(), approval=approval,
+            rate=rate,
         )
 
     return wrap

@@ -21,7 +21,9 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, Engine
 
+from checkpoint import limiter
 from checkpoint.jsonutil import dumps
+from checkpoint.limiter import Limit
 from tools import ledger
 from tools.config import ToolConfig
 from tools.declaration import Tool, ToolContext
@@ -193,6 +195,8 @@ class ToolRuntime:
             f"{tool.name}: an earlier attempt may have performed this irreversible call and "
             "its outside system cannot deduplicate; not re-fired: an operator must check"
         ).to_dict()
+        if tool.rate is not None:
+            self._within_rate(tool, data)
         entry = ledger.begin_call(
             self.engine, key=key, run_id=self.run_id, seq=self.seq, tool=tool.name, version=tool.version,
             input_hash=digest, input=data, worker=self.worker, owner=self.owner,
@@ -206,6 +210,18 @@ class ToolRuntime:
             outcome = self._execute(tool, key, validated, entry.attempts)
         self._memo[key] = outcome
         return outcome
+
+    def _within_rate(self, tool: Tool, data: Any) -> None:
+        """Take one execution from the tool's fleet-wide rate (before the ledger counts an attempt, so a
+        deferred call is not one): :class:`~checkpoint.errors.Throttled` when there is no room, which
+        defers the whole step. Without a limiter in the process (no Redis), the call goes ahead."""
+        rates = limiter.current()
+        if rates is None:
+            return
+        rate = tool.rate
+        name = rate.name_for(tool.name, data if isinstance(data, dict) else {})
+        rates.reserve(Limit(name, float(rate.per_seconds), rate.limit, None, {"requests": f"rate: {name}"}),
+                      caller=f"{self.run_id}:{self.seq}")
 
     def _rejected(self, name: str, args: Any, exc: ToolError) -> ToolOutcome:
         """A call refused before execution: an error outcome, audited in the ledger by a key of its raw input."""

@@ -10,16 +10,28 @@ from workers import redis_transport
 from workers.settings import Settings
 
 # Steps taken over from a dead worker, or re-sent after a lost message, jump the queue: a run
-# already delayed by a crash should not also wait behind every other run's next step. Then the
-# steps of a session's turn under way: someone waits for its reply, and finishing turns that have
-# started before starting new ones keeps every turn short (a new turn's first step, and every other
-# run's step, is normal). Redis serves priority 0 first; RabbitMQ the highest number (x-max-priority).
-_PRIORITY = {True: {"urgent": 0, "turn": 3, "normal": 6}, False: {"urgent": 9, "turn": 6, "normal": 0}}
-LEVELS = tuple(_PRIORITY[True])
+# already delayed by a crash should not also wait behind every other run's next step. Then a run's
+# own priority (`submit --priority`, 0-9), where a session's turn under way counts as priority 6 at
+# least: someone waits for its reply, and finishing turns that have started before starting new ones
+# keeps every turn short. Both brokers have ten levels (rank 9 served first): recoveries take the top
+# one, run priorities 1-9 the nine below it, priority 0 sharing the lowest with 1. Redis serves its
+# priority 0 first (kombu's priority lists, all ten steps); RabbitMQ the highest (x-max-priority 9).
+LEVELS = ("urgent", "turn", "normal")
+TURN_PRIORITY = 6
 
 
-def step_priority(settings: Settings, level: str) -> int:
-    return _PRIORITY[settings.broker_is_redis][level]
+def step_rank(level: str, run_priority: int = 0) -> int:
+    """0-9, 9 served first."""
+    if level == "urgent":
+        return 9
+    if level == "turn":
+        run_priority = max(run_priority, TURN_PRIORITY)
+    return max(min(run_priority, 9) - 1, 0)
+
+
+def step_priority(settings: Settings, level: str, run_priority: int = 0) -> int:
+    rank = step_rank(level, run_priority)
+    return 9 - rank if settings.broker_is_redis else rank
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     hard_limit = settings.step_time_limit + settings.lease_seconds + 5
@@ -69,5 +81,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # kombu's scan for expired unacked messages: each minute is plenty for a backstop.
             "unacked_restore_interval": 60,
             "unacked_restore_throttle": 1,
+            # Ten priority lists, not kombu's four: recoveries, then run priorities (see step_rank).
+            "priority_steps": list(range(10)),
         }
     return config

@@ -25,6 +25,14 @@ SELECT (r.status IN ('succeeded', 'failed', 'cancelled')
 -- name: clock
 SELECT clock_timestamp()
 
+-- name: registered
+-- The liveness row of a worker (by node name): it is up and consuming.
+SELECT id FROM worker_procs WHERE worker = :worker
+
+-- name: committed_since
+-- Steps these owners committed after a moment (a partitioned host back on the network).
+SELECT count(*) FROM step_attempts WHERE owner = ANY(:owners) AND outcome = 'committed' AND started_at > :since
+
 -- name: first_commit_after
 -- The first step committed after a moment (a Postgres restart's return): when, in epoch seconds.
 SELECT extract(epoch FROM min(created_at)) FROM events WHERE created_at > to_timestamp(:at) AND seq > 1

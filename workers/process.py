@@ -20,18 +20,20 @@ from sqlalchemy import Engine
 
 from checkpoint import heartbeat, runs, schedules, signals
 from checkpoint.db import after_fork, make_engine
+from checkpoint.flow import admit_first
 from checkpoint.heartbeat import Heartbeat
 from checkpoint.recovery import Sweeper
 from checkpoint.signals import SignalOutcome
 from checkpoint.steps import Dispatch, Worker
 from tasks import approvals
 from tasks.observe import Observer, Observers
+from tasks.errors import InvalidInput
 from tasks.runner import StepRunner
 from tasks.step import STEP_TASK, step_task_id
 from tasks.workflow_registry import WorkflowRegistry
 from workers import wiring
 from workers.celeryconfig import step_priority
-from workers.settings import Settings
+from workers.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from workers.conversation import Conversations
@@ -57,6 +59,10 @@ class ProcessRuntime:
         self.app = app
         self.node_name = f"cli@{socket.gethostname()}"
         self.registry = WorkflowRegistry.load(settings.workflow_module_list)
+        unknown = sorted(set(settings.concurrency_limits) - set(self.registry.names()))
+        if unknown:
+            raise SettingsError(f"bad settings: STEPLOG_CONCURRENCY names unknown workflows {unknown}; "
+                                f"known: {self.registry.names()}")
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._engine: Engine | None = None
@@ -186,21 +192,31 @@ class ProcessRuntime:
     # -- submitting a run ---------------------------------------------------------------------------
 
     def submit(self, workflow: str, raw: Any, *, submitted_by: str, precheck: bool = True, publish: bool = True,
-               tenant: str = runs.DEFAULT_TENANT, traceparent: str | None = None) -> str:
-        """Validate ``raw`` for ``workflow`` (and run its precheck), write the run (of ``tenant``) with its
-        first checkpoint and dispatch, and publish the first step. Raises WorkflowError (or BadInput for
-        a malformed ``traceparent``, the W3C trace context every step's span continues) naming the
-        problem; then nothing is written."""
+               tenant: str = runs.DEFAULT_TENANT, traceparent: str | None = None, priority: int = 0) -> str:
+        """Validate ``raw`` for ``workflow`` (and run its precheck), write the run (of ``tenant``, at
+        ``priority`` 0-9) with its first checkpoint, its concurrency key and its dispatch, and publish
+        the first step. Raises WorkflowError (or BadInput for a malformed ``traceparent``, the W3C trace
+        context every step's span continues) naming the problem; then nothing is written."""
         from workers.tracing import check_traceparent
 
+        if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9:
+            raise InvalidInput(f"priority must be an integer from 0 to 9, not {priority!r}")
         traceparent = check_traceparent(traceparent)
         wf, data = self.registry.validate(workflow, raw, engine=self.engine if precheck else None)
         state = wf.start(wf.input_model.model_validate(data))
+        flow = self.concurrency_of(wf.name, data)
         run_id = runs.create(self.engine, wf.name, data, state, submitted_by=submitted_by, tenant=tenant,
-                             extra={"traceparent": traceparent} if traceparent else None)
-        if publish:
-            self.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name))
+                             extra={"traceparent": traceparent} if traceparent else None, flow=flow, priority=priority)
+        if publish and (flow is None or admit_first(self.engine, run_id, runs.FIRST_STEP, *flow)):
+            self.publish(Dispatch(run_id, runs.FIRST_STEP, wf.name, priority))
         return run_id
+
+    def concurrency_of(self, workflow: str, data: dict[str, Any]) -> tuple[str, int] | None:
+        """A run's concurrency key and limit: ``STEPLOG_CONCURRENCY``'s for its workflow, else the
+        workflow's own declaration; None when neither, or the input has no value for the key."""
+        spec = self.settings.concurrency_limits.get(workflow) or self.registry.get(workflow).concurrency
+        key = spec.key_of(data) if spec is not None else None
+        return None if key is None else (key, spec.limit)
 
     # -- waking runs, and runs on a schedule ---------------------------------------------------------
 
@@ -274,7 +290,7 @@ class ProcessRuntime:
                 routing_key=self.settings.queue,
                 declare=[] if self.settings.broker_is_redis else [self.app.amqp.queues[self.settings.queue]],
                 shadow=name,
-                priority=step_priority(self.settings, level),
+                priority=step_priority(self.settings, level, dispatch.priority),
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
                 event_dispatcher=self._sent_events(),

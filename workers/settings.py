@@ -7,8 +7,9 @@ with a message naming the variable (see :func:`load_settings`).
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,6 +71,10 @@ class Settings(BaseSettings):
         "a lost message (a lost Redis queue is noticed within a sweep, see the README).",
     )
     max_attempts: int = Field(5, ge=1, description="Attempts at one step before its run ends failed.")
+    max_children: int = Field(
+        10_000, ge=1, description="Most child runs one step may spawn (Map, Spawn); a bigger fan-out fails the step "
+        "and spawns nothing.",
+    )
     retry_backoff_seconds: float = Field(
         0.5, ge=0, description="First delay before re-trying a failed step; doubles per attempt (capped at 60 s)."
     )
@@ -100,6 +105,9 @@ class Settings(BaseSettings):
     )
     fault_after_commit: bool = Field(
         False, description="Test only: a worker exits right after a step commits, before it publishes the next."
+    )
+    fault_before_claim: bool = Field(
+        False, description="Test only: a worker stops itself (SIGSTOP), once, right after it receives a step message, before it claims the step."
     )
 
     # Tool calls (tools/): retries, the network guard, fetch limits and fault injection.
@@ -189,6 +197,50 @@ class Settings(BaseSettings):
         3, ge=0,
         description="Unusable model answers in a row (unknown tool, bad arguments) sent back for correction before the run fails.",
     )
+
+    # Flow control: concurrency keys, fleet-wide rate limits (tasks/concurrency.py, checkpoint/limiter.py).
+    concurrency: str = Field(
+        "",
+        description='Concurrency limits by workflow, as JSON: {"WORKFLOW": {"key": "input.FIELD", "limit": N}} '
+        "(at most N steps of runs with the same FIELD value in flight); overrides a workflow's own. Applied when "
+        "a run is submitted: set it for the CLI, the API and the workers alike.",
+    )
+    llm_rpm: int | None = Field(
+        None, ge=1, description="Requests per window (a minute) the fleet may send to the model endpoint (base URL and model); unset: no limit."
+    )
+    llm_tpm: int | None = Field(
+        None, ge=1, description="Tokens per window (a minute) the fleet may spend at the model endpoint, prompt and completion; unset: no limit."
+    )
+    llm_completion_tokens: int = Field(
+        1024, ge=1,
+        description="Tokens a model call reserves for its answer when the request sets no max_tokens (settled with the answer's usage).",
+    )
+    rate_window_seconds: float = Field(
+        60.0, gt=0,
+        description="The window of STEPLOG_LLM_RPM and STEPLOG_LLM_TPM (seconds); shorten it only to compress a minute in tests.",
+    )
+
+    @field_validator("concurrency")
+    @classmethod
+    def _check_concurrency(cls, v: str) -> str:
+        from tasks.concurrency import from_settings  # workers may import tasks; the check lives with the declaration
+
+        if v.strip():
+            try:
+                raw = json.loads(v)
+            except ValueError as exc:
+                raise ValueError(f"not JSON ({exc})") from None
+            if not isinstance(raw, dict):
+                raise ValueError('must be a JSON object: {"WORKFLOW": {"key": "input.FIELD", "limit": N}}')
+            from_settings(raw)
+        return v
+
+    @cached_property
+    def concurrency_limits(self) -> dict[str, Any]:
+        """``concurrency`` as :class:`tasks.concurrency.Concurrency` declarations by workflow name."""
+        from tasks.concurrency import from_settings
+
+        return from_settings(json.loads(self.concurrency)) if self.concurrency.strip() else {}
 
     @field_validator("database_url")
     @classmethod

@@ -49,6 +49,8 @@ def step_policy(s: Settings) -> StepPolicy:
         retry_backoff_seconds=s.retry_backoff_seconds,
         redispatch_seconds=s.redispatch_seconds,
         fault_after_commit=s.fault_after_commit,
+        fault_before_claim=s.fault_before_claim,
+        max_children=s.max_children,
     )
 
 
@@ -75,6 +77,17 @@ def llm_config(s: Settings) -> LLMConfig | None:
         base_url=s.llm_base_url, model=s.llm_model, api_key=s.llm_api_key,
         timeout=s.llm_timeout_seconds, max_retries=s.llm_max_retries, retry_seconds=s.llm_retry_seconds,
     )
+
+
+def rate_limits(s: Settings) -> None:
+    """This process's fleet-wide rate limits: the limiter on the hot tier's Redis (none without one), the
+    model endpoint's requests and tokens per window."""
+    from checkpoint import limiter
+    from tasks.reasoning import budget
+
+    limiter.install(limiter.RateLimiter.from_url(s.redis_url) if s.redis_url else None)
+    budget.configure(budget.LLMLimits(rpm=s.llm_rpm, tpm=s.llm_tpm, window=s.rate_window_seconds,
+                                      completion_tokens=s.llm_completion_tokens))
 
 
 def artifact_store(s: Settings) -> ArtifactStore:
@@ -110,6 +123,7 @@ def step_services(s: Settings, engine: Engine) -> StepServices:
 
     tools = builtin_registry()
     hot = hot_cache(s)
+    rate_limits(s)
     return StepServices(
         engine, tools, tool_config(s),
         artifacts=artifact_store(s), reasoner=make_reasoner(llm_config(s), tools),

@@ -27,6 +27,8 @@ def to_json(decision: Decision) -> dict[str, Any]:
     a = decision.action
     if isinstance(a, ToolCall):
         action = {"tool": a.tool, "args": a.args, "call_id": a.call_id, "thought": a.thought}
+    elif isinstance(a, tuple):  # calls made at once
+        action = {"calls": [{"tool": c.tool, "args": c.args, "call_id": c.call_id, "thought": c.thought} for c in a]}
     else:
         action = {"report": a.markdown, "citations": a.citations, "truncated": a.truncated}
     return {"action": action, "usage": decision.usage, "record": decision.record}
@@ -34,6 +36,9 @@ def to_json(decision: Decision) -> dict[str, Any]:
 
 def from_json(doc: dict[str, Any]) -> Decision:
     a = doc["action"]
+    if "calls" in a:
+        return Decision(tuple(ToolCall(c["tool"], c["args"], c.get("call_id"), c.get("thought", "")) for c in a["calls"]),
+                        doc.get("usage") or {}, doc.get("record") or {})
     if "tool" in a:
         action: ToolCall | FinalReport = ToolCall(a["tool"], a["args"], a.get("call_id"), a.get("thought", ""))
     else:

@@ -40,7 +40,7 @@ from tasks.agents import decisions, session
 from tasks.reasoning.base import FinalReport, Observation, ResearchContext, ToolCall
 from tasks.reasoning.errors import InvalidDecision
 from tasks.reasoning.toolspec import ToolSpec, tool_specs
-from tasks.workflow import Continue, FailRun, Finish, StepContext, Wait
+from tasks.workflow import Continue, FailRun, Finish, Map, StepContext, Wait
 from tools.declaration import Tool
 from tools.registry import ToolRegistry
 
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from tools.runtime import ToolOutcome
 
 REASON, TOOL = "reason", "tool"
+#: Calls of one decision made at once (a Map over the tool) keep at most this many in flight.
+PARALLEL_CALLS = 3
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ class Loop:
         then = self.then.get(phase)
         return then.tool if then is not None else REASON
 
-    def step(self, ctx: StepContext) -> Continue | Finish | Wait:
+    def step(self, ctx: StepContext) -> Continue | Finish | Wait | Map:
         state = json.loads(json.dumps(ctx.state))  # a private copy: the checkpoint itself stays untouched
         if "answer" not in state:  # a research run checkpointed before research became an agent
             state["answer"] = state.pop("report", None)
@@ -279,6 +281,17 @@ class Loop:
         action = decision.action
         payload: dict[str, Any] = {"kind": "reason", "usage": decision.usage, "record": decision.record,
                                    "replayed": replayed, "model_ms": model_ms}
+        if isinstance(action, tuple) and self.limit(ctx) - state["steps_used"] < 3:
+            action = action[0]  # no room for a fan-out (two steps) and the reasoning after it: one call
+        if isinstance(action, tuple) and len({c.tool for c in action}) == 1 and action:
+            state["pending"] = {"tool": action[0].tool, "batch": [
+                {"tool": c.tool, "args": c.args, "call_id": c.call_id, "thought": c.thought} for c in action]}
+            state["phase"] = TOOL
+            payload.update(decision={"tool": action[0].tool, "calls": [c.args for c in action]},
+                           thought="; ".join(c.thought for c in action))
+            return Continue(state, payload=payload)
+        if isinstance(action, tuple):
+            action = action[0]
         if isinstance(action, ToolCall) and self.limit(ctx) - state["steps_used"] >= 2:
             state["pending"] = {"tool": action.tool, "args": action.args, "call_id": action.call_id,
                                 "thought": action.thought}
@@ -297,7 +310,9 @@ class Loop:
     def _gate(self, ctx: StepContext, state: dict[str, Any], tool: str, args: Any) -> Wait | approvals.Verdict | None:
         return approvals.gate(ctx, state, tool, args, also=self.agent.approvals(ctx.input))
 
-    def _tool(self, ctx: StepContext, state: dict[str, Any]) -> Continue | Wait:
+    def _tool(self, ctx: StepContext, state: dict[str, Any]) -> Continue | Wait | Map:
+        if state["pending"].get("batch"):
+            return self._calls(ctx, state)
         call = state["pending"]
         verdict = self._gate(ctx, state, call["tool"], call["args"])
         if isinstance(verdict, Wait):
@@ -320,13 +335,53 @@ class Loop:
             note = self.agent.remember(call, outcome.result)
             if note is not None:
                 state["notes"].append(note)
-        while len(state["observations"]) > self.agent.window:
-            old = state["observations"].pop(0)
-            state["summary"].append(f"{old['tool']}({json.dumps(old['args'])[:160]}) -> {'ok' if old['ok'] else 'failed'}")
+        self._fold(state)
         state["pending"], state["phase"] = None, REASON
         payload = {"kind": "tool", "tool": call["tool"], "key": outcome.key, "status": outcome.status,
                    "replayed": outcome.replayed, "error": outcome.error, "tool_ms": outcome.elapsed_ms}
         return Continue(state, payload=payload, writes=tools.records())
+
+    def _fold(self, state: dict[str, Any]) -> None:
+        while len(state["observations"]) > self.agent.window:
+            old = state["observations"].pop(0)
+            state["summary"].append(f"{old['tool']}({json.dumps(old['args'])[:160]}) -> {'ok' if old['ok'] else 'failed'}")
+
+    def _calls(self, ctx: StepContext, state: dict[str, Any]) -> Continue | Wait | Map:
+        """Several calls of one tool at once: a Map over the tool (each call a child step with its own
+        key, at most ``PARALLEL_CALLS`` in flight), then, at the join, one observation per call in
+        order, as if they had been made one by one. A tool that needs approval is called one at a time."""
+        batch = state["pending"]["batch"]
+        tool = batch[0]["tool"]
+        joined = ctx.joined
+        if joined is None:
+            if _runtime(ctx, None).requires_approval(tool, self.agent.approvals(ctx.input)):
+                state["pending"] = batch[0]  # the others are decided again after it
+                return self._tool(ctx, state)
+            return Map([c["args"] for c in batch], tool=tool, max_parallel=PARALLEL_CALLS, on_error="settled",
+                       state=state, payload={"kind": "tool", "tool": tool, "calls": len(batch)})
+        keys = []
+        for call, child in zip(batch, joined.results, strict=True):
+            done = child.result or {}
+            keys.append(done.get("key"))
+            result = done.get("result") if child.ok else None
+            if child.ok and ctx.services.artifacts is not None:
+                result = offload(result, store=ctx.services.artifacts, inline_limit=ctx.services.inline_limit)
+            state["observations"].append({
+                **call, "ok": child.ok, "result": result,
+                "error": None if child.ok else (child.error or {}).get("message", child.status),
+                "replayed": bool(done.get("replayed")),
+            })
+            if child.ok and self.agent.remember is not None:
+                note = self.agent.remember(call, done.get("result"))
+                if note is not None:
+                    state["notes"].append(note)
+        self._fold(state)
+        # The budget is charged as for calls one by one (a tool step and a reasoning step each): the
+        # Map step, this join and the next reasoning step stand for 2n of them.
+        state["steps_used"] += 2 * len(batch) - 3
+        state["pending"], state["phase"] = None, REASON
+        return Continue(state, payload={"kind": "tool", "tool": tool, "keys": keys, "children": len(batch),
+                                        "status": "succeeded" if joined.succeeded == len(batch) else "partial"})
 
     # -- output ------------------------------------------------------------------------------------
 

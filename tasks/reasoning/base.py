@@ -32,7 +32,8 @@ class FinalReport:
 
 @dataclass(frozen=True)
 class Decision:
-    action: ToolCall | FinalReport
+    # Several calls of one tool (a tuple) are made at once, as a fan-out of child steps.
+    action: ToolCall | tuple[ToolCall, ...] | FinalReport
     usage: dict[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens, total_tokens
     record: dict[str, Any] = field(default_factory=dict)  # what the checkpoint keeps of the exchange (raw model reply)
 

@@ -51,6 +51,26 @@ class _Seen:
         return [ref.doc_id for ref, _ in self.notes]
 
 
+def _unread(seen: _Seen, hits: list[dict[str, Any]], *, after: dict[str, Any], taken: list[str], modules: list[str],
+            need: int) -> list[str]:
+    """The next ``need`` documents after ``after`` in a sub-query's results that its plan will read
+    (not taken by an earlier sub-query, not read, of modules not yet covered), in rank order."""
+    found: list[str] = []
+    modules = list(modules)
+    for hit in hits[hits.index(after) + 1:]:
+        if need <= 0:
+            break
+        doc_id = hit["doc_id"]
+        module = module_of(doc_id, hit.get("source"))
+        if doc_id in taken or module in modules:
+            continue
+        modules.append(module)
+        need -= 1
+        if doc_id not in seen.reads and doc_id not in seen.noted_docs:
+            found.append(doc_id)
+    return found
+
+
 def _observe(context: ResearchContext) -> _Seen:
     seen = _Seen()
     for raw in context.notes:
@@ -173,13 +193,16 @@ class OfflineReasoner:
         if context.steps_left <= self.wrap_up_at:
             return self._report(context, terms, seen, queries, truncated=True,
                                 why=f"{context.steps_used} of {context.max_steps} steps used")
+        if isinstance(call, tuple):
+            return Decision(call, record={"reasoner": self.name, "tool": call[0].tool,
+                                          "thought": "; ".join(c.thought for c in call)})
         return Decision(call, record={"reasoner": self.name, "tool": call.tool, "thought": call.thought})
 
     # -- the plan, replayed over what was done ------------------------------------------------------
 
     def _next_call(
         self, context: ResearchContext, terms: list[str], queries: list[str], seen: _Seen
-    ) -> ToolCall | None:
+    ) -> ToolCall | tuple[ToolCall, ...] | None:
         corpus = context.corpus
         claimed: list[str] = []  # documents earlier sub-queries took, in this replay
         for i, query in enumerate(queries):
@@ -205,8 +228,16 @@ class OfflineReasoner:
                     got.append(module)
                     continue
                 if doc_id not in seen.reads:
-                    return ToolCall("read_document", {"corpus": corpus, "doc_id": doc_id, "max_passages": MAX_PASSAGES},
-                                    thought=f"read {doc_id} for {label}")
+                    # Every document this sub-query still needs is read at once (in parallel, as one
+                    # fan-out); each is then noted in turn, as if read one by one. The budget is charged
+                    # as for reads one by one (a read and its note: 4 steps), so only as many are read
+                    # as one-by-one reading would have reached: the report is the same.
+                    room = (context.steps_left - self.wrap_up_at - 1) // 4
+                    batch = [doc_id] + _unread(seen, seen.searches[query], after=hit, taken=claimed,
+                                               modules=[*got, module], need=min(wanted - len(got) - 1, room))
+                    calls = tuple(ToolCall("read_document", {"corpus": corpus, "doc_id": d, "max_passages": MAX_PASSAGES},
+                                           thought=f"read {d} for {label}") for d in batch)
+                    return calls[0] if len(calls) == 1 else calls
                 document = seen.reads[doc_id]
                 extract = best_extract(document, terms, focus) if document else None
                 if extract is None or doc_id in seen.note_tried:

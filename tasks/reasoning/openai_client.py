@@ -44,12 +44,13 @@ from pydantic import SecretStr
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     stop_before_delay,
     wait_random_exponential,
 )
 
+from tasks.reasoning import budget
 from tasks.reasoning.errors import LLMEndpointError
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class ChatClient:
             )
             return self._answer(raw.http_response)
 
-        return self._run(once, streamed=False)
+        return self._budgeted(body, once, streamed=False)
 
     def stream(
         self,
@@ -187,16 +188,33 @@ class ChatClient:
                         sink.send(text)
             return assembler.body()
 
-        return self._run(once, streamed=True)
+        return self._budgeted(body, once, streamed=True)
+
+    # --- the fleet's budget for this endpoint (STEPLOG_LLM_RPM / STEPLOG_LLM_TPM) ------------------
+
+    def _budgeted(self, body: Mapping[str, Any], once: Callable[[openai.OpenAI, float], dict[str, Any]], *,
+                  streamed: bool) -> ChatResponse:
+        """Reserve the call's request and tokens first (:class:`~checkpoint.errors.Throttled` when there
+        is no room), settle them with the answer's usage after."""
+        limits = budget.for_endpoint(self.base_url, body.get("model"))
+        if limits is None:
+            return self._run(once, streamed=streamed)
+        reservation = limits.reserve(body)
+        response = self._run(once, streamed=streamed, limits=limits)
+        limits.settle(reservation, response.body)
+        return response
 
     # --- retries and errors ----------------------------------------------------------------------
 
-    def _run(self, once: Callable[[openai.OpenAI, float], dict[str, Any]], *, streamed: bool) -> ChatResponse:
+    def _run(self, once: Callable[[openai.OpenAI, float], dict[str, Any]], *, streamed: bool,
+             limits: budget.Budget | None = None) -> ChatResponse:
         started = time.monotonic()
         retrying = Retrying(
             stop=stop_after_attempt(self.max_retries + 1) | stop_before_delay(self.retry_seconds),
             wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
+            # Under a fleet budget a 429 is not waited out here: it blocks the budget for every worker
+            # and defers the step (below).
+            retry=retry_if_exception(lambda e: isinstance(e, _Transient) and not (limits and e.status == 429)),
             before_sleep=self._log_retry,
             reraise=True,
         )
@@ -212,6 +230,8 @@ class ChatClient:
                     answer = self._attempt(once, timeout)
                     latency = time.monotonic() - t0
         except _Transient as exc:
+            if limits is not None and exc.status == 429:
+                raise limits.rate_limited(exc.retry_after) from None
             n = retrying.statistics.get("attempt_number", 1)
             raise LLMEndpointError(
                 f"LLM endpoint {self.base_url} kept failing: {self._scrub(str(exc))} "

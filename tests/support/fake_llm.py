@@ -24,6 +24,7 @@ event inside a 200 stream. Error replies (429, 401, ...) are sent as plain JSON 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -209,6 +210,10 @@ class FakeLLM:
         self._arrived = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._limits: tuple[int, int, float] | None = None
+        #: Chat requests served under :meth:`enforce`: (arrival, tokens); and how many got a 429.
+        self.served: list[tuple[float, int]] = []
+        self.rejected = 0
 
     # The test-facing API.
 
@@ -240,6 +245,28 @@ class FakeLLM:
             self._queue = list(replies)
             self._default = default
         return self
+
+    def enforce(self, rpm: int, tpm: int, window: float = 60.0) -> FakeLLM:
+        """Act as a provider with limits: at most ``rpm`` chat requests and ``tpm`` tokens (the request
+        body's bytes / 4, plus the reply's completion tokens) per sliding ``window`` seconds; past them, a
+        429 with Retry-After. Each 200 answer's ``usage`` is then the tokens counted."""
+        with self._lock:
+            self._limits = (rpm, tpm, window)
+        return self
+
+    def _admit(self, request: RecordedRequest, completion: int) -> tuple[bool, float, int]:
+        """Under :meth:`enforce` (lock held): whether this request is within the limits, else how long
+        until it would be; and its prompt tokens."""
+        rpm, tpm, window = self._limits
+        prompt = len(request.raw) // 4
+        now = request.at
+        recent = [(at, n) for at, n in self.served if at > now - window]
+        used = sum(n for _, n in recent)
+        if len(recent) + 1 > rpm or used + prompt + completion > tpm:
+            self.rejected += 1
+            return False, max(recent[0][0] + window - now, 0.01) if recent else window, prompt
+        self.served.append((now, prompt + completion))
+        return True, 0.0, prompt
 
     def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[RecordedRequest]:
         """Block until at least ``n`` requests arrived (AssertionError after ``timeout`` seconds)."""
@@ -323,6 +350,16 @@ class FakeLLM:
         reply = item(request) if callable(item) else item
         if isinstance(reply, dict):
             reply = Reply(body=reply)
+        if self._limits is not None and isinstance(reply, Reply) and reply.status == 200 \
+                and isinstance(reply.body, dict) and "choices" in reply.body:
+            completion = int((reply.body.get("usage") or {}).get("completion_tokens") or 20)
+            with self._lock:
+                ok, wait, prompt = self._admit(request, completion)
+            if ok:
+                usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+                reply = dataclasses.replace(reply, body={**reply.body, "usage": usage})
+            else:
+                reply = error(429, "rate limit reached (fake provider)", retry_after=round(wait, 3))
         if not isinstance(reply, Reply):
             reply = Reply(500, {"error": {"message": f"fake_llm: bad scripted reply {reply!r}"}})
         if reply.delay:

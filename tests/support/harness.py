@@ -105,18 +105,21 @@ class Runs:
 class Fleet(Runs):
     """The workers a test started; every one is killed at the end, by process group."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, *, host: str = "test") -> None:
+        """``host``: the workers' node names are ``w1@host``, ...; on the shared RabbitMQ each node's
+        control queue is exclusive, so a fleet there needs a host of its own (another suite's w1@test
+        holds that queue, and a second w1@test dies at start with RESOURCE_LOCKED)."""
         # Read back as the workers connect: without prepared statements behind a transaction-mode pooler.
         prepared = env.get("STEPLOG_PREPARED_STATEMENTS", "true").lower() not in ("0", "false", "no", "off")
         super().__init__(None, create_engine(env["STEPLOG_DATABASE_URL"], pool_size=2,
                                              connect_args={} if prepared else {"prepare_threshold": None}))
-        self.env, self.log_dir = env, log_dir
+        self.env, self.log_dir, self.host = env, log_dir, host
         self.workers: list[WorkerProc] = []
         self._count = 0
 
     def start(self, *extra: str, env: dict[str, str] | None = None, wait: bool = True) -> WorkerProc:
         self._count += 1
-        w = WorkerProc(env or self.env, f"w{self._count}", self.log_dir, *extra, host="test")
+        w = WorkerProc(env or self.env, f"w{self._count}", self.log_dir, *extra, host=self.host)
         self.workers.append(w)
         if wait:
             self.wait_ready(w)

@@ -123,3 +123,21 @@ WORKFLOWS.extend(_WAITING)
 from tests.support.chat_agents import WORKFLOWS as _CHAT  # noqa: E402
 
 WORKFLOWS.extend(_CHAT)
+
+
+class NotifyEachInput(BaseModel):
+    url: str
+    n: int = 3
+
+
+def _notify_each(ctx: StepContext):
+    """A Map over the irreversible `notify` tool: one webhook call per item, each a child step."""
+    from tasks.workflow import Map
+
+    if ctx.joined is None:
+        items = [{"url": ctx.input.url, "payload": {"item": i}} for i in range(ctx.input.n)]
+        return Map(items, tool="notify", max_parallel=2)
+    return Finish({"keys": [r.result["key"] for r in ctx.joined.results], "ok": [r.ok for r in ctx.joined.results]})
+
+
+WORKFLOWS.append(Workflow("notify_each", NotifyEachInput, lambda inp: {}, _notify_each))

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from checkpoint import access, runs
+from checkpoint import access, flow, runs
 from checkpoint.errors import RunNotFound
 from checkpoint.statuses import RUN_STATUSES, TERMINAL_STATUSES
 from tasks.approvals import SIGNAL as APPROVAL
@@ -28,6 +28,7 @@ class NewRun(BaseModel):
 
     workflow: str = Field(min_length=1, max_length=200)
     input: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(0, ge=0, le=9, description="0-9: steps of higher priority runs are taken first.")
 
 
 class SignalBody(BaseModel):
@@ -62,7 +63,7 @@ def submit(body: NewRun, request: Request, who: access.Principal = Depends(allow
     """A ``traceparent`` header (W3C trace context) is stored with the run: its steps' spans continue it."""
     api = _api(request)
     run_id = api.runtime.submit(body.workflow, body.input, submitted_by=who.name, tenant=tenant_of(who),
-                                traceparent=request.headers.get("traceparent"))
+                                traceparent=request.headers.get("traceparent"), priority=body.priority)
     return {"run_id": run_id}
 
 
@@ -87,7 +88,8 @@ def show(api: Any, run_id: str, who: access.Principal) -> dict[str, Any]:
     run, events_, flight = runs.view(api.engine, run_id)
     if not who.sees(run["tenant"]):
         raise RunNotFound(run_id)
-    return run_json(run, events_, flight)
+    throttle = flow.throttle_of(api.engine, run_id) if run["status"] in ("queued", "running") and not flight else None
+    return run_json(run, events_, flight, throttle)
 
 
 @router.get("/runs/{run_id}")
@@ -153,6 +155,15 @@ def approvals(request: Request, limit: int = Query(100, ge=1, le=1000),
               who: access.Principal = Depends(allowed("read"))) -> list[dict[str, Any]]:
     """Runs waiting for a person: the tool, its exact arguments and the key the call will use."""
     return inbox(_api(request), who, limit)
+
+
+@router.get("/limits")
+def limits(request: Request, who: access.Principal = Depends(allowed("admin"))) -> dict[str, Any]:
+    """As `steplog limits --json`: every concurrency key (of every tenant, hence admins only) and rate limit."""
+    from workers.limits import snapshot
+
+    api = _api(request)
+    return snapshot(api.engine, api.settings.redis_url)
 
 
 @router.get("/runs/{run_id}/events")

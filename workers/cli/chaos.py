@@ -1,10 +1,14 @@
 """`steplog chaos`: faults on this machine's fleet on a schedule (SIGKILL or SIGSTOP a random local
-worker of this database, restart the Postgres steplog runs itself, wipe the Redis broker), then the
-invariants checked from the event log itself.
+worker of this database, restart the Postgres steplog runs itself, wipe the Redis broker, cut a host
+off the network), then the invariants checked from the event log itself.
 
 A kill interrupts the steps whose attempt belongs to a liveness owner (``node:pid:token``) of the
 killed process group; a stop (SIGSTOP for longer than a lease, then SIGCONT) interrupts those its
-leases are taken over from, and the woken zombie's late commits are refused. An interrupted attempt is
+leases are taken over from, and the woken zombie's late commits are refused. A partition (root only)
+needs a second host: chaos starts one worker of its own on a network namespace that reaches the
+services through a relay (:mod:`workers.cli.chaos_partition`), cuts that host's link while its worker
+holds a lease, for as long as a stop lasts, then restores it; the worker's late commits are refused
+like a zombie's, and it takes work again once back. An interrupted attempt is
 resumed when a later attempt committed that step or the run ended. At the end, for every run touched
 during the session: it completes (ends, or parks in a wait) within the grace period, its events are
 seq 1..N (no gap), no step was committed twice (no duplicate), and no step called one tool under two
@@ -29,6 +33,7 @@ from workers.cli.common import ctx, err, fail, out
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from workers.cli.chaos_partition import PartitionedWorker
     from workers.cli.chaos_procs import WorkerTarget
 
 #: The queries of `steplog chaos` (beside the worker package's other .sql files, its package data).
@@ -184,6 +189,45 @@ class Chaos:
         self.faults.append(record)
         self._owners.append((record, ids, until))
 
+    def partition(self, part: PartitionedWorker, seconds: float, wait_seconds: float = 10.0) -> None:
+        """Cut ``part``'s host off for ``seconds`` while its worker holds a lease (waiting up to
+        ``wait_seconds`` for one), then restore the link: its steps are taken over meanwhile."""
+        ids = [o["id"] for o in live_owners(self.engine, part.pids(), fresh_seconds=self.lease_seconds * 3)]
+        seen = {(s["run_id"], s["seq"], s["attempt"]) for s in self.steps()}
+
+        def holding() -> list[dict[str, Any]]:
+            return [s for s in interrupted_by(self.engine, ids) if (s["run_id"], s["seq"], s["attempt"]) not in seen]
+
+        deadline = time.monotonic() + wait_seconds
+        while ids and not holding() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        at = datetime.now(timezone.utc)
+        part.host.cut()
+        try:
+            time.sleep(seconds)
+            taken = holding()
+        finally:
+            part.host.heal()
+        with self.engine.connect() as conn:
+            until = conn.execute(_queries()["clock"]).scalar_one()
+        record = {
+            "fault": "partition", "time": at.isoformat(), "worker": part.node, "host": part.host.ns,
+            "pids": part.pids(), "seconds": seconds, "healed_at": until.isoformat(), "interrupted": taken,
+            "rejoined_steps": None,
+        }
+        self.say(f"cut off host {part.host.ns} (worker {part.node}) for {seconds:.1f} s, then restored its link: "
+                 f"interrupted {self._what(taken, 'no step in flight')}")
+        self.faults.append(record)
+        self._owners.append((record, ids, until))
+
+    def rejoined(self) -> None:
+        """For each partition: how many steps its worker committed after its link came back."""
+        q = _queries()["committed_since"]
+        for record, ids, until in self._owners:
+            if record["fault"] == "partition":
+                with self.engine.connect() as conn:
+                    record["rejoined_steps"] = conn.execute(q, dict(owners=ids, since=until)).scalar_one()
+
     def restart_postgres(self, services: Any) -> None:
         at = datetime.now(timezone.utc)
         went = time.time()
@@ -279,10 +323,12 @@ def chaos(
     faults: Annotated[str, typer.Option(
         "--faults", help="Comma-separated faults, taking turns in this order: kill (SIGKILL a worker), stop (SIGSTOP "
         "a worker past its lease, then SIGCONT), pg-restart (restart the local services' Postgres, fast mode), "
-        "broker-wipe (FLUSHDB of the Redis broker).")] = "kill",
+        "broker-wipe (FLUSHDB of the Redis broker), partition (root: cut a worker's host off the network for "
+        "as long as a stop, then restore it).")] = "kill",
     restart: Annotated[bool, typer.Option("--restart", help="Start each killed worker again as it was.")] = False,
     stop_seconds: Annotated[float | None, typer.Option(
-        "--stop-seconds", min=0.1, help="How long a stop freezes its worker (default: 3 leases).")] = None,
+        "--stop-seconds", min=0.1, help="How long a stop freezes its worker, or a partition cuts its host off "
+        "(default: 3 leases).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the choice of victims.")] = None,
     grace: Annotated[
         float, typer.Option("--grace", min=0, help="Seconds to wait at the end for interrupted steps to resume "
@@ -294,8 +340,6 @@ def chaos(
     """Every --every seconds for --duration seconds, one fault of --faults (default: SIGKILL a random
     local worker of this database); report the steps the faults interrupted, how many resumed, and the
     invariants: runs complete, no gap, no duplicate, one key per side effect."""
-    import random
-
     from workers.cli import chaos_procs
 
     try:
@@ -303,8 +347,12 @@ def chaos(
     except ValueError as exc:
         fail(f"--faults: {exc}", 2)
     if "partition" in chosen:
-        fail("--faults partition: steplog chaos does not cut hosts off (that needs each worker on a network "
-             "namespace of its own, as root); tests/test_partition.py does, and checks the same invariants", 2)
+        from workers.partition import cannot_make_hosts
+
+        reason = cannot_make_hosts()
+        if reason:
+            fail(f"--faults partition: cutting a host off puts a worker on a network namespace of its own, and "
+                 f"{reason}; run steplog chaos as root, or leave partition out", 2)
     settings = ctx.settings
     services = None
     if "pg-restart" in chosen:
@@ -319,10 +367,51 @@ def chaos(
     def say(message: str) -> None:
         console.print(message, markup=False, highlight=False)  # worker names and paths are data
 
-    if not chaos_procs.find_workers(settings.database_url):
+    local = chaos_procs.find_workers(settings.database_url)
+    if not local:
         fail("no steplog worker of this database runs on this machine (workers are matched by their "
              "STEPLOG_DATABASE_URL, or by STEPLOG_HOME for the local services)", 1)
     log_dir = Path(settings.home).expanduser().resolve() / "chaos"
+    part = _partitioned_worker(settings, local[0], log_dir, say) if "partition" in chosen else None
+    try:
+        _session(settings, chosen, services, part, log_dir, say, kill_every=kill_every, duration=duration,
+                 restart=restart, stop_seconds=stop_seconds, seed=seed, grace=grace, as_json=as_json)
+    finally:
+        if part is not None:
+            part.close()
+            say(f"removed host {part.host.ns} and its worker")
+
+
+def _partitioned_worker(settings: Any, template: WorkerTarget, log_dir: Path, say) -> PartitionedWorker:
+    """The worker on a host of its own that partitions cut off, started and registered; or fail."""
+    from workers.cli.chaos_partition import PartitionedWorker
+    from workers.partition import HostError
+
+    try:
+        part = PartitionedWorker(settings, template, log_dir)
+    except HostError as exc:
+        fail(f"--faults partition: {exc}", 2)
+
+    def registered(node: str) -> bool:
+        with ctx.engine.connect() as conn:
+            return conn.execute(_queries()["registered"], dict(worker=node)).first() is not None
+
+    if not part.wait_ready(registered, timeout=60):
+        tail = part.log_tail()
+        part.close()
+        fail(f"--faults partition: the worker on host {part.host.ns} did not start; its log ends:\n{tail}", 1)
+    say(f"started worker {part.node} on host {part.host.ns} ({part.host.inner_ip}), reaching the services "
+        f"through a relay on {part.network.service_ip}")
+    return part
+
+
+def _session(settings: Any, chosen: list[str], services: Any, part: PartitionedWorker | None, log_dir: Path, say, *,
+             kill_every: float, duration: float, restart: bool, stop_seconds: float | None, seed: int | None,
+             grace: float, as_json: bool) -> None:
+    import random
+
+    from workers.cli import chaos_procs
+
     session = Chaos(ctx.engine, lease_seconds=settings.lease_seconds, log_dir=log_dir, say=say)
     rng = random.Random(seed)
     freeze = stop_seconds if stop_seconds is not None else max(3 * settings.lease_seconds, 1.0)
@@ -341,6 +430,9 @@ def chaos(
         if fault == "broker-wipe":
             session.wipe_broker(settings.broker_url, settings.queue)
             continue
+        if fault == "partition":
+            session.partition(part, freeze)
+            continue
         targets = chaos_procs.find_workers(settings.database_url)
         if not targets:
             say(f"no worker left to {fault}")
@@ -355,11 +447,15 @@ def chaos(
     session.recount()
     invariants = check_invariants(ctx.engine, began, deadline)
     session.first_commits()
+    session.rejoined()
     interrupted, resumed = len(session.steps()), len(session.resumed())
     for record in session.faults:
         if record["fault"] == "pg-restart" and record["first_commit_seconds"] is not None:
             say(f"Postgres restart at {record['time']}: first step committed {record['first_commit_seconds']:.2f} s "
                 "after it accepted connections again")
+        if record["fault"] == "partition":
+            say(f"host {record['host']} back at {record['healed_at']}: its worker committed "
+                f"{record['rejoined_steps']} steps since")
     made = {name: sum(f["fault"] == name for f in session.faults) for name in chosen}
     counts = ", ".join(f"{n} {name}{'' if n == 1 else 's'}" for name, n in made.items())
     summary = f"{len(session.faults)} faults ({counts}): {interrupted} steps interrupted, {resumed} resumed"

@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from workers.cli import api, chaos, db, dead_letters, demo, flower, gc, research, runs, sessions, waits, watch, worker
+from workers.cli import api, chaos, db, dead_letters, demo, flower, gc, limits, research, runs, sessions, waits, watch, worker
 from workers.cli.common import print_error
 from workers.cli.errors import explain
 
@@ -61,6 +61,7 @@ app.add_typer(db.db_app, name="db")
 app.command()(worker.worker)
 app.command()(runs.submit)
 app.command()(runs.show)
+app.command()(limits.limits)
 app.command("runs")(runs.list_runs)
 app.command()(runs.cancel)
 app.command("tools")(runs.tool_calls)

@@ -19,7 +19,10 @@ import psycopg
 from psycopg.rows import dict_row
 
 from checkpoint.errors import RunNotFound
-from checkpoint.queries import EVENT_LOG, parse
+from checkpoint.queries import EVENT_LOG, FANOUT, parse
+
+#: Flow control's queries (``checkpoint/flow.sql``): why a run's next step is throttled.
+FLOW = Path(__file__).parents[2] / "checkpoint" / "flow.sql"
 
 #: The Alembic migrations (``steplog db upgrade``).
 MIGRATIONS = Path(__file__).parents[1] / "migrations" / "versions"
@@ -41,6 +44,26 @@ def driver_sql(sql: str) -> str:
 @cache
 def queries() -> dict[str, str]:
     return {name: driver_sql(body) for name, body in parse(EVENT_LOG.read_text()).items()}
+
+
+@cache
+def fanout_queries() -> dict[str, str]:
+    return {name: driver_sql(body) for name, body in parse(FANOUT.read_text()).items()}
+
+
+def children_counts(conn: psycopg.Connection, run_id: str) -> dict[str, int]:
+    """As :func:`checkpoint.fanout.counts`."""
+    return {r["status"]: r["n"] for r in conn.execute(fanout_queries()["children_by_status"], dict(run_id=run_id))}
+
+
+def children(conn: psycopg.Connection, run_id: str, *, limit: int = 10_000) -> list[dict[str, Any]]:
+    """As :func:`checkpoint.fanout.children`."""
+    return conn.execute(fanout_queries()["list_children"], dict(run_id=run_id, limit=limit)).fetchall()
+
+
+def family(conn: psycopg.Connection, run_id: str) -> dict[str, Any] | None:
+    """A run's parent, the parent's step and its index (all None for a run that is no child)."""
+    return conn.execute(fanout_queries()["run_parent"], dict(run_id=run_id)).fetchone()
 
 
 def libpq_url(url: str) -> str:
@@ -119,6 +142,12 @@ def events(conn: psycopg.Connection, run_id: str, *, after: int = 0) -> list[dic
 
     pointer = found["archive"]
     return archived_events(store_for_archive(pointer), pointer, after=after)
+
+
+def throttle(conn: psycopg.Connection, run_id: str) -> dict[str, Any] | None:
+    """As :func:`checkpoint.flow.throttle_of`."""
+    sql = {name: driver_sql(body) for name, body in parse(FLOW.read_text()).items()}["run_throttle"]
+    return conn.execute(sql, dict(run_id=run_id)).fetchone()
 
 
 def in_flight(conn: psycopg.Connection, run_id: str) -> dict[str, Any] | None:

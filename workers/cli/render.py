@@ -41,14 +41,85 @@ def in_flight_json(f: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def run_json(run: dict[str, Any], events: list[dict[str, Any]], in_flight: dict[str, Any] | None) -> dict[str, Any]:
+def run_json(run: dict[str, Any], events: list[dict[str, Any]], in_flight: dict[str, Any] | None,
+             throttle: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "run_id": run["run_id"], "workflow": run["workflow"], "tenant": run.get("tenant", "default"),
         "status": run["status"], "input": run["input"],
         "result": run["result"], "error": run["error"], "cancel_requested_by": run["cancel_requested_by"],
         "created_at": iso(run["created_at"]), "updated_at": iso(run["updated_at"]),
-        "in_flight": in_flight_json(in_flight), "waiting": waiting_json(run), "events": [event_json(e) for e in events],
+        "priority": run.get("priority", 0),
+        "in_flight": in_flight_json(in_flight), "waiting": waiting_json(run),
+        "throttled": throttled_json(throttle) if throttle and not in_flight else None,
+        "events": [event_json(e) for e in events],
     }
+
+
+def throttled_json(t: dict[str, Any]) -> dict[str, Any]:
+    """Why the next step waits: ``{"seq", "reason", "key", "in_flight", "limit", "since", "due_at", "text"}``;
+    ``text`` is what ``show`` prints (``concurrency tenant=acme 3/3``, ``rate: llm tpm``)."""
+    return {
+        "seq": t["seq"], "reason": t["reason"], "key": t["key"],
+        "in_flight": t["in_flight"] if t["key"] else None, "limit": t["limit"] if t["key"] else None,
+        "since": iso(t["since"]), "due_at": iso(t["due_at"]), "text": throttle_text(t),
+    }
+
+
+def throttle_text(t: dict[str, Any]) -> str:
+    """``concurrency tenant=acme 3/3`` or ``rate: llm tpm``: why a step waits."""
+    if t.get("key"):
+        text = f"{t['reason']} {t['key']} {t['in_flight']}/{t['limit']}"
+        return text + (" (a freed slot is on its way to it)" if t.get("woken") else "")
+    return str(t["reason"])
+
+
+CHILD_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled")
+
+
+def children_json(counts: dict[str, int]) -> dict[str, int] | None:
+    """A run's children by status, with their ``total``; None for a run that spawned none."""
+    if not counts:
+        return None
+    return {"total": sum(counts.values()), **{s: counts.get(s, 0) for s in CHILD_STATUSES}}
+
+
+def parent_json(family: dict[str, Any] | None) -> dict[str, Any] | None:
+    """On a child run: ``{"run_id", "seq", "index"}`` of its parent (the step that spawned it); else None."""
+    if not family or family.get("parent_run_id") is None:
+        return None
+    return {"run_id": family["parent_run_id"], "seq": family["parent_seq"], "index": family["child_index"]}
+
+
+def children_line(children: dict[str, int]) -> str:
+    """``12/200 ended: 10 succeeded, 1 failed, 1 cancelled; 20 running, 168 queued``."""
+    ended = [s for s in ("succeeded", "failed", "cancelled") if children.get(s)]
+    going = [s for s in ("running", "waiting", "queued") if children.get(s)]
+    done = sum(children.get(s, 0) for s in ("succeeded", "failed", "cancelled"))
+    line = f"{done}/{children['total']} ended"
+    if ended:
+        line += ": " + ", ".join(f"{children[s]} {s}" for s in ended)
+    if going:
+        line += "; " + ", ".join(f"{children[s]} {s}" for s in going)
+    return line
+
+
+def children_table(rows: list[dict[str, Any]]) -> Table:
+    t = table()
+    t.add_column("step", justify="right", no_wrap=True)
+    t.add_column("index", justify="right", no_wrap=True)
+    t.add_column("run", no_wrap=True)
+    t.add_column("workflow", overflow="fold")
+    t.add_column("status", no_wrap=True)
+    t.add_column("updated", no_wrap=True)
+    for r in rows:
+        t.add_row(str(r["parent_seq"]), str(r["child_index"]), Text(r["run_id"]), Text(r["workflow"]),
+                  status_text(r["status"]), when(iso(r["updated_at"]), "%H:%M:%S"))
+    return t
+
+
+def child_json(r: dict[str, Any]) -> dict[str, Any]:
+    return {"run_id": r["run_id"], "workflow": r["workflow"], "status": r["status"], "seq": r["parent_seq"],
+            "index": r["child_index"], "created_at": iso(r["created_at"]), "updated_at": iso(r["updated_at"])}
 
 
 def waiting_json(run: dict[str, Any]) -> dict[str, Any] | None:
@@ -201,8 +272,18 @@ def run_view(doc: dict[str, Any]) -> Group:
         error = doc["error"]
         message = f"{error.get('type')}: {error.get('message')}" if isinstance(error, dict) else str(error)
         head.add_row("error", Text(message, style="red"))
+    if doc.get("parent"):
+        p = doc["parent"]
+        head.add_row("parent", Text(f"{p['run_id']} (child {p['index']} of its step {p['seq']})"))
+    if doc.get("children"):
+        head.add_row("children", Text(children_line(doc["children"])))
     if doc["waiting"]:
-        head.add_row("waiting for", waiting_text(doc["waiting"]))
+        head.add_row("waiting for", Text("its children") if doc.get("children") and not doc["waiting"]["signal"]
+                     and not doc["waiting"]["timeout_at"] else waiting_text(doc["waiting"]))
+    if doc.get("throttled"):
+        t = doc["throttled"]
+        due = f", due at {when(t['due_at'])}" if t["due_at"] else ""
+        head.add_row("throttled", Text(f"{t['text']}{due}", style="yellow"))
     if doc["in_flight"]:
         f = doc["in_flight"]
         head.add_row("in flight", Text(f"step {f['seq']} on {f['worker']} (pid {f['pid']}, attempt {f['attempt']})"))

@@ -21,28 +21,47 @@ def submit(
     tenant: Annotated[str, typer.Option("--tenant", help="The tenant the run belongs to.")] = "default",
     traceparent: Annotated[str | None, typer.Option(
         "--traceparent", help="W3C trace context (00-TRACE-SPAN-FLAGS) every step's span continues.")] = None,
+    priority: Annotated[int, typer.Option("--priority", help="0-9: steps of higher priority runs are taken first.")] = 0,
 ) -> None:
     """Start a run of WORKFLOW; prints its run id."""
+    if not 0 <= priority <= 9:
+        fail(f"--priority must be an integer from 0 to 9, got {priority}", 2)
     try:
         raw = json.loads(input)
     except json.JSONDecodeError as exc:
         fail(f"--input is not valid JSON: {exc}", 2)
     if not isinstance(raw, dict):
         fail(f"--input must be a JSON object, got {type(raw).__name__}", 2)
-    run_id = ctx.celery.steplog.submit(workflow, raw, submitted_by=operator(), tenant=tenant, traceparent=traceparent)
+    run_id = ctx.celery.steplog.submit(workflow, raw, submitted_by=operator(), tenant=tenant, traceparent=traceparent,
+                                       priority=priority)
     print_json({"run_id": run_id}) if as_json else out.print(run_id, markup=False, highlight=False)
 
 
 def show(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    children: Annotated[bool, typer.Option("--children", help="List the run's child runs (fan-out) instead.")] = False,
 ) -> None:
-    """A run's status, input, result or error, the step in flight, and its events."""
+    """A run's status, input, result or error, the step in flight, its children and parent, and its events."""
     from workers.cli import pg
-    from workers.cli.render import run_json, run_view
+    from workers.cli.render import (
+        child_json,
+        children_json,
+        children_table,
+        parent_json,
+        run_json,
+        run_view,
+    )
 
     run = pg.get_run(ctx.db, run_id)
-    doc = run_json(run, pg.events(ctx.db, run_id), pg.in_flight(ctx.db, run_id))
+    if children:
+        rows = pg.children(ctx.db, run_id)
+        print_json([child_json(r) for r in rows]) if as_json else out.print(children_table(rows))
+        return
+    throttle = pg.throttle(ctx.db, run_id) if run["status"] in ("queued", "running") else None
+    doc = run_json(run, pg.events(ctx.db, run_id), pg.in_flight(ctx.db, run_id), throttle)
+    doc["children"] = children_json(pg.children_counts(ctx.db, run_id))
+    doc["parent"] = parent_json(pg.family(ctx.db, run_id))
     print_json(doc) if as_json else out.print(run_view(doc))
 
 

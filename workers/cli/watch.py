@@ -32,8 +32,9 @@ def follow(engine, run_id: str, interval: float, on_update, progress=None) -> Wa
     """Read until the run has ended and its last event was read; ``on_update(state, new_events)`` each
     time. Between reads it waits on the run's progress stream in Redis (``progress``, a HotCache) so a
     new step shows at once; Postgres stays the source of what is shown. Without Redis it polls."""
-    from checkpoint import runs
+    from checkpoint import fanout, runs
     from checkpoint.statuses import TERMINAL_STATUSES
+    from workers.cli.render import children_json
     from workers.cli.watch_view import WatchState
 
     state: WatchState | None = None
@@ -44,8 +45,11 @@ def follow(engine, run_id: str, interval: float, on_update, progress=None) -> Wa
         run = runs.get(engine, run_id)
         new = runs.events(engine, run_id, after=state.last_seq if state else 0)
         flight = None if run["status"] in TERMINAL_STATUSES else runs.in_flight(engine, run_id)
+        first = state is None
         if state is None:
             state = WatchState(run)
+        if first or run["status"] == "waiting" or state.children is not None:  # a fan-out's children, one line
+            state.children = children_json(fanout.counts(engine, run_id)) or state.children
         state.update(run, new, flight)
         on_update(state, new)
         if state.finished:

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from checkpoint.statuses import TERMINAL_STATUSES
 from workers.cli.render import activity as payload_activity
-from workers.cli.render import result_line, status_text, waiting_json, waiting_text
+from workers.cli.render import children_line, result_line, status_text, waiting_json, waiting_text
 from workers.cli.render import table as plain_table
 
 RECENT = 12  # rows of the recent-steps table
@@ -60,6 +60,7 @@ class WatchState:
     tokens: int = 0
     latest: dict[str, Any] | None = None
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT))
+    children: dict[str, int] | None = None  # a fan-out's children by status (render.children_json)
 
     @property
     def finished(self) -> bool:
@@ -87,6 +88,8 @@ def _current(state: WatchState, now: datetime | None = None) -> Text:
     if f is not None:
         return Text(f"step {f['seq']} on {f['worker']} (pid {f['pid']}, attempt {f['attempt']})")
     waiting = waiting_json(state.run)
+    if waiting is not None and state.children and not waiting["signal"] and not waiting["timeout_at"]:
+        return Text("waiting for its children")
     if waiting is not None:
         return Text("waiting for ").append_text(waiting_text(waiting, now))
     return Text("-" if state.finished else "waiting for a worker")
@@ -133,6 +136,8 @@ def watch_view(state: WatchState, now: datetime | None = None) -> Group:
     progress.add_row(bar, Text(f"{done} step{'' if budget is None and state.steps_done == 1 else 's'}"))
     head.add_row("progress", progress)
     head.add_row("current", _current(state, now))
+    if state.children:
+        head.add_row("children", Text(children_line(state.children)))
     if state.latest is not None and activity(state.latest):
         head.add_row("last", Text(activity(state.latest)))
     head.add_row("elapsed", f"{state.elapsed(now):.1f}s")
