@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import Engine
 
-from checkpoint import redis_keys
+from checkpoint import redis_keys, riders
 from checkpoint.context import RunContext, reconstruct
 from checkpoint.errors import HistoryError, HistoryInputError
 from checkpoint.jsonutil import dumps
@@ -110,16 +110,33 @@ class HotCache:
         """Append ``event`` to the run's progress stream (capped near :data:`PROGRESS_MAXLEN` entries,
         expiring ``ttl`` after the last append); its stream id, or None when Redis did not take it."""
         key = redis_keys.progress(run_id)
-        fields = {"event": dumps(event)}
+        commands = self._progress_commands(run_id, event)
 
         def add() -> Any:
             pipe = self.client.pipeline(transaction=False)
-            pipe.xadd(key, fields, maxlen=PROGRESS_MAXLEN, approximate=True)
-            pipe.expire(key, self.ttl)
+            commands(pipe)
             return pipe.execute()[0]
 
         entry_id = self._call("XADD", key, add)
         return None if entry_id is None else _text(entry_id)
+
+    def offer_progress(self, run_id: str, event: dict[str, Any]) -> riders.Offer | None:
+        """Offer the append of ``event`` to ride with this thread's next broker publish
+        (:mod:`checkpoint.riders`); None while Redis is being skipped after an error."""
+        if time.monotonic() < self._skip_until:
+            return None
+        offer = riders.Offer(riders.where(self.client), self._progress_commands(run_id, event))
+        riders.offer(offer)
+        return offer
+
+    def _progress_commands(self, run_id: str, event: dict[str, Any]) -> Any:
+        key, fields = redis_keys.progress(run_id), {"event": dumps(event)}
+
+        def add(pipe: Any) -> None:
+            pipe.xadd(key, fields, maxlen=PROGRESS_MAXLEN, approximate=True)
+            pipe.expire(key, self.ttl)
+
+        return add
 
     def read_progress(
         self, run_id: str, after_id: str = "0-0", block_ms: int | None = None, count: int = 100

@@ -2,9 +2,11 @@
 
 For each size, a synthetic run (tool results of 100 B to 2.5 KB, every 37th offloaded to the artifact
 store as a pointer, a summary every 45 events) is written to a scratch database; then the context at
-the latest seq is loaded 50 times cold (the Redis entry deleted first: one index-probe statement on
-Postgres, then the cache refill) and 50 times warm (served from Redis). Prints the median of each.
-Targets: flat in history length (10,000 events within 2x of 10), warm under 2 ms, cold under 20 ms.
+the latest seq is loaded 50 times on a Redis miss (the Redis entry deleted first: one index-probe
+statement on Postgres, then the cache refill) and 50 times from Redis. Prints the median of each.
+A "Redis miss" is not a cold start: Postgres's own cache is warm (the same rows, read over and over),
+so it is what a context rebuilt from a busy Postgres costs, not one read from disk.
+Targets: flat in history length (10,000 events within 2x of 10), Redis under 2 ms, Redis miss under 20 ms.
 
     .venv/bin/python scripts/bench_context.py [--repeat 50] [--budget 6000] [--tail 50]
 """
@@ -71,11 +73,11 @@ def main() -> None:
             engine.dispose()
     print(f"context load, median of {args.repeat} (budget {args.budget} tokens, tail limit {args.tail}, "
           f"summary every {args.summary_every or 'never'}, token counts: {method()})")
-    print(f"{'events':>8} {'cold (Postgres) ms':>19} {'warm (Redis) ms':>16} {'tail events':>12} {'tokens':>7}")
+    print(f"{'events':>8} {'Redis miss, PG cache warm ms':>29} {'Redis hit ms':>13} {'tail events':>12} {'tokens':>7}")
     for n, cold, warm, tail, tokens in rows:
-        print(f"{n:>8,} {cold:>19.2f} {warm:>16.2f} {tail:>12} {tokens:>7}")
+        print(f"{n:>8,} {cold:>29.2f} {warm:>13.2f} {tail:>12} {tokens:>7}")
     base_cold, base_warm = rows[0][1], rows[0][2]
-    print(f"10,000 vs 10 events: cold x{rows[-1][1] / base_cold:.2f}, warm x{rows[-1][2] / base_warm:.2f}")
+    print(f"10,000 vs 10 events: Redis miss x{rows[-1][1] / base_cold:.2f}, Redis hit x{rows[-1][2] / base_warm:.2f}")
 
 
 if __name__ == "__main__":

@@ -71,17 +71,35 @@ class BenchFleet:
 
         self.app = create_app(settings_from_env(env))
 
-    def start(self, n: int, *extra: str) -> None:
+    def start(self, n: int, *extra: str, checkout: Path | None = None) -> None:
+        """``n`` workers; ``checkout``: run another checkout's code (its directory comes first on the path)."""
+        prefix = ["env", f"--chdir={checkout}"] if checkout else []
         for _ in range(n):
-            w = WorkerProc(self.env, f"b{len(self.workers) + 1}", self.log_dir, *extra, host="bench")
+            w = WorkerProc(self.env, f"b{len(self.workers) + 1}", self.log_dir, *extra, host="bench", prefix=prefix)
             self.workers.append(w)
         for w in self.workers:
             w.wait_ready(self.engine)
 
+    def wait_seen(self, n: int, timeout: float = 120) -> None:
+        """Steady state: warm-up runs until ``n`` distinct workers have committed steps (a worker's
+        liveness row says it started, not that it consumes; one worker alone can take any fixed
+        number of warm-up runs)."""
+        seen = text("SELECT count(DISTINCT a.worker) FROM step_attempts a WHERE a.run_id = ANY(:ids) AND a.outcome = 'committed'")
+        ids: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            ids += [self.submit("countdown", {"steps": 5, "sleep": 0}) for _ in range(2 * n)]
+            self.wait_all(ids, timeout=timeout)
+            with self.engine.connect() as conn:
+                if conn.execute(seen, {"ids": ids}).scalar_one() >= n:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {n} workers consumed warm-up steps within {timeout}s")
+
     def submit(self, workflow: str, data: dict) -> str:
         return self.app.steplog.submit(workflow, data, submitted_by="bench", precheck=False)
 
-    def wait_all(self, run_ids: list[str], timeout: float = 600) -> None:
+    def wait_all(self, run_ids: list[str], timeout: float = 600, interval: float = 0.02) -> None:
         # One query per poll for all runs: the measuring process must not load the Postgres it measures.
         deadline = time.monotonic() + timeout
         count = text("SELECT count(*) FROM runs WHERE run_id = ANY(:ids) AND status NOT IN ('succeeded', 'failed', 'cancelled')")
@@ -92,7 +110,18 @@ class BenchFleet:
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{pending} runs unfinished after {timeout}s")
-            time.sleep(0.02)
+            time.sleep(interval)
+
+    def check_runs(self, run_ids: list[str], steps: int) -> None:
+        """Every run succeeded with all its events: `submitted` (seq 1) and one per step, no gap. A
+        figure counted over runs that failed or lost events would flatter."""
+        q = text("SELECT r.status, count(e.seq), min(e.seq), max(e.seq) FROM runs r LEFT JOIN events e USING (run_id) "
+                 "WHERE r.run_id = ANY(:ids) GROUP BY r.run_id, r.status")
+        with self.engine.connect() as conn:
+            rows = conn.execute(q, {"ids": run_ids}).all()
+        bad = [tuple(r) for r in rows if tuple(r) != ("succeeded", steps + 1, 1, steps + 1)]
+        if len(rows) != len(run_ids) or bad:
+            raise RuntimeError(f"{len(run_ids) - len(rows)} runs missing; not succeeded with all events: {bad[:5]}")
 
     def close(self) -> None:
         for w in self.workers:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from checkpoint import flow, recovery, runs, steps
+from checkpoint import flow, recovery, riders, runs, steps
 from checkpoint.artifacts import is_pointer_json, offload, resolve
 from checkpoint.errors import Throttled
 from checkpoint.jsonutil import dumps
@@ -282,22 +282,40 @@ class StepRunner:
                 history, claim.seq, kwargs["event_type"], kwargs["state"], kwargs["payload"]))
         if self.policy.fault_after_commit:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: die between commit and publish
-        if status == "running":
-            self.publish(Dispatch(claim.run_id, claim.seq + 1, wf.name, claim.priority), label)
-        elif status == "queued":  # the wait was met at once by a signal sent before it: seq + 1 is that signal
-            self.publish(Dispatch(claim.run_id, claim.seq + 2, wf.name, claim.priority), label)
+        afters = getattr(outcome, "after", ())
+        progress = {"seq": claim.seq, "type": kwargs["event_type"], "status": status, "worker": me.name,
+                    "attempt": claim.attempt}
+        rode = False
+        if status in ("running", "queued"):
+            # "queued": the wait was met at once by a signal sent before it; seq + 1 is that signal.
+            nxt = Dispatch(claim.run_id, claim.seq + (1 if status == "running" else 2), wf.name, claim.priority)
+            rode = self._publish(claim, nxt, label, None if afters else progress)
         elif status == "waiting" and plan is not None:  # the children the commit dispatched
             for child_id, child_wf in plan.first():
                 self.publish(Dispatch(child_id, 2, child_wf), None)
-        for after in getattr(outcome, "after", ()):
+        for after in afters:
             self._hot(claim, after)
         if status == "waiting":
             self._hot(claim, lambda: self.services.park(claim.run_id, claim.seq))  # a waiting run keeps no Redis key
-        else:
-            self._hot(claim, lambda: self.services.progress(claim.run_id, {
-                "seq": claim.seq, "type": kwargs["event_type"], "status": status, "worker": me.name,
-                "attempt": claim.attempt}))
+        elif not rode:
+            self._hot(claim, lambda: self.services.progress(claim.run_id, progress))
         return status
+
+    def _publish(self, claim: Claim, dispatch: Dispatch, label: str | None, progress: dict[str, Any] | None) -> bool:
+        """Publish the next step; the progress append rides in the same Redis round trip when the
+        broker is the hot tier's Redis (checkpoint.riders). Whether it rode."""
+        offer = None
+        if progress is not None:
+            try:
+                offer = self.services.offer_progress(claim.run_id, progress)
+            except Exception as exc:  # the hot tier is best effort; the append is then sent alone
+                log.warning("progress of step %s of run %s not offered: %s", claim.seq, claim.run_id, exc)
+        try:
+            self.publish(dispatch, label)
+        finally:
+            if offer is not None:
+                riders.withdraw()
+        return offer is not None and offer.taken
 
     # -- fan-out: children planned before the commit, their outcomes read at the join ----------------
 

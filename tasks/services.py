@@ -64,6 +64,11 @@ class StepServices:
         if self.hot_cache is not None:
             self.hot_cache.publish_progress(run_id, event)
 
+    def offer_progress(self, run_id: str, event: dict) -> Any:
+        """:meth:`progress`, offered to ride with this thread's next publish (checkpoint.riders): the
+        offer, or None (no hot tier). An offer not taken is still to be sent with :meth:`progress`."""
+        return self.hot_cache.offer_progress(run_id, event) if self.hot_cache is not None else None
+
     def park(self, run_id: str, seq: int) -> None:
         """A run began to wait at ``seq``: drop its Redis keys (cached contexts, progress stream); it
         holds none while it waits, and the step that follows rebuilds its context from Postgres."""

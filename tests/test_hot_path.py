@@ -151,6 +151,108 @@ def test_steps_are_published_through_steplog_redis_transport_and_survive_a_dropp
     app.close()
 
 
+def _reads(client) -> int:
+    """Read events the Redis server processed: one per request or pipeline any client sent."""
+    return client.info("stats")["total_reads_processed"]
+
+
+def test_a_progress_append_rides_with_the_publish_in_one_round_trip(steplog_env):
+    from checkpoint import redis_keys, riders
+    from checkpoint.hotcache import HotCache
+    from checkpoint.steps import Dispatch
+    from workers.app import create_app
+    from workers.settings import settings_from_env
+
+    app = create_app(settings_from_env(steplog_env))
+    runtime = app.steplog
+    cache = HotCache.from_url(steplog_env["STEPLOG_BROKER_URL"], ttl=60)
+    admin = redis.Redis.from_url(steplog_env["STEPLOG_BROKER_URL"])
+    assert runtime.publish(Dispatch("r1", 2, "countdown"))  # connections made, scripts loaded
+    cache.publish_progress("r1", {"seq": 1})
+
+    before = _reads(admin)
+    assert runtime.publish(Dispatch("r0", 2, "countdown"))
+    alone = _reads(admin) - before  # a publish and its task-sent event (and our own INFO)
+
+    before = _reads(admin)
+    offer = cache.offer_progress("r1", {"seq": 2})
+    try:
+        assert runtime.publish(Dispatch("r1", 3, "countdown"))
+    finally:
+        riders.withdraw()
+    assert offer.taken
+    assert _reads(admin) - before == alone  # the append cost no round trip of its own
+    assert _queue_size(app, runtime.settings.queue) == 3
+    entries = admin.xrange(redis_keys.progress("r1"))
+    assert [e[1][b"event"] for e in entries] == [b'{"seq":1}', b'{"seq":2}']
+    assert 0 < admin.ttl(redis_keys.progress("r1")) <= 60
+    # Taken once: the next publish carries nothing, and a withdrawn offer rides with nothing.
+    assert riders.withdraw() is None and riders.pending(admin) is None
+    assert runtime.publish(Dispatch("r1", 4, "countdown"))
+    assert admin.xlen(redis_keys.progress("r1")) == 2 and _queue_size(app, runtime.settings.queue) == 4
+    app.close()
+
+
+def test_an_offer_for_another_redis_database_is_not_taken(steplog_env):
+    from checkpoint import riders
+    from checkpoint.hotcache import HotCache
+    from checkpoint.steps import Dispatch
+    from workers.app import create_app
+    from workers.settings import settings_from_env
+
+    app = create_app(settings_from_env(steplog_env))
+    broker = steplog_env["STEPLOG_BROKER_URL"]
+    db = int(broker.rsplit("/", 1)[1])
+    elsewhere = HotCache.from_url(f"{broker.rsplit('/', 1)[0]}/{(db + 1) % 16}", ttl=60)
+    offer = elsewhere.offer_progress("r2", {"seq": 2})
+    try:
+        assert app.steplog.publish(Dispatch("r2", 3, "countdown"))
+    finally:
+        riders.withdraw()
+    assert not offer.taken  # the runner then appends it on its own
+    assert _queue_size(app, app.steplog.settings.queue) == 1
+    app.close()
+
+
+def test_the_ack_of_the_message_a_thread_works_on_rides_with_its_next_publish(steplog_env):
+    from checkpoint.steps import Dispatch
+    from workers.app import create_app
+    from workers.settings import settings_from_env
+
+    app = create_app(settings_from_env(steplog_env))
+    runtime, queue = app.steplog, app.steplog.settings.queue
+    admin = redis.Redis.from_url(steplog_env["STEPLOG_BROKER_URL"])
+    for seq in (2, 3):
+        assert runtime.publish(Dispatch("r3", seq, "countdown"))
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        # As a solo worker does: this thread takes a message (kombu records it as unacked) ...
+        message = channel.basic_get(queue)
+        assert message is not None and admin.hlen("unacked") == 1
+
+        # ... a publish from another thread (a prefork child's, a sweeper's) carries no ack ...
+        other = threading.Thread(target=runtime.publish, args=(Dispatch("r4", 2, "countdown"),))
+        other.start()
+        other.join()
+        assert admin.hlen("unacked") == 1 and admin.zcard("unacked_index") == 1
+
+        # ... its own next publish does, and Celery's ack afterwards costs no round trip.
+        assert runtime.publish(Dispatch("r3", 4, "countdown"))
+        assert admin.hlen("unacked") == 0 and admin.zcard("unacked_index") == 0
+        before = _reads(admin)
+        message.ack()
+        assert _reads(admin) - before == 1  # our INFO alone
+        assert message.acknowledged
+
+        # The next message taken and acked the ordinary way: its ack goes to Redis.
+        second = channel.basic_get(queue)
+        assert admin.hlen("unacked") == 1
+        second.ack()
+        assert admin.hlen("unacked") == 0
+    assert _queue_size(app, queue) == 2
+    app.close()
+
+
 def test_amqp_brokers_keep_kombu_own_transport():
     from workers.celeryconfig import celery_config
     from workers.settings import Settings

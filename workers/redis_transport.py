@@ -13,11 +13,16 @@ Stock kombu also decodes a popped message inside its BRPOP reader: a list entry 
 message (``LPUSH steplog '{oops'``) raises there and kills the worker that popped it. Here such an
 entry is moved to the queue's dead letters (:mod:`workers.dead_letters`) and the worker goes on.
 
+A write offered by the publishing thread (a step's progress append, :mod:`checkpoint.riders`) rides in
+the pipeline of the message's LPUSH when it is for the same Redis database: one round trip, not two.
+
 Used for ``redis://`` brokers through Celery's ``broker_transport`` setting (workers/celeryconfig.py).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from queue import Empty
 from typing import Any
 
@@ -25,7 +30,10 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
+from checkpoint import riders
 from workers import dead_letters
+
+log = logging.getLogger("steplog.transport")
 
 
 def _unreadable(channel: kombu_redis.Channel, payload: Any) -> str | None:
@@ -53,7 +61,65 @@ def _unreadable(channel: kombu_redis.Channel, payload: Any) -> str | None:
     return None
 
 
+_consuming = threading.local()
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's unacked bookkeeping, with the ack of a step's message able to ride its publish.
+
+    Under the solo pool the thread that receives a message runs its step. What that step publishes
+    comes after its claim (the next step, after its commit too), or is Celery's retry of the message
+    (which then acks it anyway). From the claim on, a lost step comes back through Postgres (its
+    lease, its outbox row), never through the broker's redelivery, which would only bring a duplicate
+    the claim refuses. So the first push from that thread carries the message's ack (ZREM, HDEL) in
+    its pipeline, and Celery's ack afterwards costs no round trip. A prefork child or a thread pool
+    publishes from another thread than the consumer's: nothing rides there.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._early: set = set()  # tags whose Redis bookkeeping went with a publish
+
+    def append(self, message, delivery_tag):
+        super().append(message, delivery_tag)
+        _consuming.held = (self, delivery_tag)
+
+    @staticmethod
+    def held(client: Any) -> tuple[QoS, Any] | None:
+        """The QoS and tag of the message this thread received and has not acked, if ``client``
+        talks to its Redis database."""
+        held = getattr(_consuming, "held", None)
+        if held is None or held[1] in held[0]._early or riders.where(held[0].channel.pool) != riders.where(client):
+            return None
+        return held
+
+    def acked_early(self, delivery_tag) -> None:
+        self._early.add(delivery_tag)
+
+    def _settled(self, delivery_tag) -> bool:
+        held = getattr(_consuming, "held", None)
+        if held is not None and held[1] == delivery_tag:
+            _consuming.held = None
+        if delivery_tag in self._early:
+            self._early.discard(delivery_tag)
+            return True
+        return False
+
+    def ack(self, delivery_tag):
+        if self._settled(delivery_tag):
+            kombu_redis.virtual.QoS.ack(self, delivery_tag)  # bookkeeping only: Redis has it already
+        else:
+            super().ack(delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False):
+        if self._settled(delivery_tag):  # its step committed and published: nothing to requeue
+            kombu_redis.virtual.QoS.ack(self, delivery_tag)
+        else:
+            super().reject(delivery_tag, requeue=requeue)
+
+
 class Channel(kombu_redis.Channel):
+    QoS = QoS
     _sync_client = None
 
     def _create_client(self, asynchronous: bool = False):
@@ -63,6 +129,34 @@ class Channel(kombu_redis.Channel):
         if client is None or client.connection_pool is not self.pool:
             client = self._sync_client = super()._create_client()
         return client
+
+    def _put(self, queue, message, **kwargs):
+        # Writes that can share the LPUSH's round trip: a step's progress append offered by this
+        # thread (checkpoint/riders.py), and the ack of the message this thread is working on (see QoS).
+        if kwargs.get("_publish_batch") is None and not (self._expires and queue in self._expires):
+            with self.conn_or_acquire() as client:
+                offer = riders.pending(client)
+                held = QoS.held(client)
+                if offer is not None or held is not None:
+                    key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+                    pipe = client.pipeline(transaction=False)
+                    pipe.lpush(key, kombu_redis.dumps(message))
+                    if offer is not None:
+                        offer.add(pipe)
+                    if held is not None:
+                        held[0]._remove_from_indices(held[1], pipe)
+                    pushed, *rest = pipe.execute(raise_on_error=False)
+                    if isinstance(pushed, Exception):
+                        raise pushed  # the publish failed: its retry carries the riders again
+                    if offer is not None:
+                        offer.taken = True
+                    if held is not None:
+                        held[0].acked_early(held[1])
+                    for err in rest:
+                        if isinstance(err, Exception):  # a rider is best effort; the message is out
+                            log.warning("a write riding with a publish failed: %s", err)
+                    return
+        super()._put(queue, message, **kwargs)
 
     def _decode(self, item: bytes, queue: str) -> dict | None:
         """A popped list entry as a kombu message, or None after moving it to the dead letters."""
