@@ -128,7 +128,7 @@ def main() -> None:
         ("    Map commit -> join step committed", f"{done_a:8.2f} s", f"whole run {wall:.2f} s from submit"),
         ("(b) Postgres statements per child, all", f"{total / n:8.2f}", f"{total} statements in the window"),
         ("    without heartbeats and sweeps", f"{foreground / n:8.2f}", "target <= 3 (BEGIN/COMMIT counted)"),
-        (f"(c) parent checkpoint, 10 children", f"{small_bytes[0]:5d} B", f"largest event payload {small_bytes[1]} B"),
+        ("(c) parent checkpoint, 10 children", f"{small_bytes[0]:5d} B", f"largest event payload {small_bytes[1]} B"),
         (f"    parent checkpoint, {args.big} children", f"{big_bytes[0]:5d} B", f"largest event payload {big_bytes[1]} B"),
         (f"    {args.big} children: Map commit -> join fired", f"{joined_big:8.2f} s", f"join step committed {done_big:.2f} s"),
     ]
