@@ -22,16 +22,22 @@ from checkpoint import redis_keys
 log = logging.getLogger("steplog.api")
 
 BLOCK_MS = 1000
-POLL_SECONDS = 1.0  # how often a follower reads Postgres when no doorbell rings
+POLL_SECONDS = 1.0  # how often a follower reads Postgres while the hub cannot read Redis
+# While the hub reads Redis, a doorbell is never missed (a follower's event stays set until it waits,
+# and a new follower's run is read from its stream's start), so followers only check Postgres this
+# often, for safety: a thousand open streams must not cost a thousand reads a second.
+SAFE_POLL_SECONDS = 10.0
 
 
 class Follower:
     """One client following one run: :meth:`wait` returns when a step of the run lands."""
 
-    def __init__(self) -> None:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
         self.event = asyncio.Event()
 
-    async def wait(self, timeout: float = POLL_SECONDS) -> None:
+    async def wait(self) -> None:
+        timeout = SAFE_POLL_SECONDS if self.hub.reading else POLL_SECONDS
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.event.wait(), timeout)
         self.event.clear()
@@ -45,6 +51,7 @@ class Hub:
         self._task: asyncio.Task | None = None
         self._changed = asyncio.Event()
         self._reads: dict[tuple, asyncio.Future] = {}
+        self.reading = False  # the last read of Redis worked: doorbells ring
 
     async def read(self, run_id: str, after: int, fetch: Any) -> Any:
         """``fetch(after)`` in a thread, shared by the run's followers that ask for the same events at the
@@ -60,7 +67,7 @@ class Hub:
     @contextlib.asynccontextmanager
     async def follow(self, run_id: str):
         """A :class:`Follower` of ``run_id`` for the ``async with`` block."""
-        follower = Follower()
+        follower = Follower(self)
         self._followers.setdefault(run_id, set()).add(follower)
         # From the stream's start: a first read may wake the follower once for old entries (harmless).
         self._cursors.setdefault(run_id, "0-0")
@@ -89,9 +96,15 @@ class Hub:
                 try:
                     reply = await client.xread(keys, block=BLOCK_MS, count=100)
                 except Exception as exc:  # Redis down: followers poll Postgres meanwhile
-                    log.warning("progress hub: Redis read failed (%s); followers poll Postgres", exc)
+                    if self.reading:
+                        log.warning("progress hub: Redis read failed (%s); followers poll Postgres", exc)
+                    self.reading = False
+                    for followers in self._followers.values():  # poll at once, then every POLL_SECONDS
+                        for follower in followers:
+                            follower.event.set()
                     await asyncio.sleep(POLL_SECONDS)
                     continue
+                self.reading = True
                 for stream, entries in reply or []:
                     run_id = (stream.decode() if isinstance(stream, bytes) else stream).rsplit(":", 1)[-1]
                     if run_id not in self._followers:

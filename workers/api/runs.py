@@ -4,6 +4,7 @@ the inbox of runs waiting for a person."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import anyio
@@ -206,8 +207,9 @@ async def _stream(api: Any, run_id: str, seen: int, request: Request):
                     return
                 if await request.is_disconnected():
                     return
+                began = time.monotonic()
                 await follower.wait()
-                quiet += 1.0
+                quiet += time.monotonic() - began
                 if quiet >= KEEPALIVE_SECONDS:
                     quiet = 0.0
                     yield ": keep-alive\n\n"
