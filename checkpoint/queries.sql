@@ -313,13 +313,18 @@ SELECT clock_timestamp() AS now
 -- name: get_run
 SELECT run_id, workflow, status, input, result, error, next_seq, attempt, lease_owner,
        lease_started_at, lease_expires_at, cancel_requested_by, archive, created_at, updated_at,
-       wait_signal, wait_since, wait_until, tenant, flow_key, flow_limit, priority
+       wait_signal, wait_since, wait_until, tenant, flow_key, flow_limit, priority, parent_run_id, parent_seq,
+       child_index
   FROM runs WHERE run_id = :run_id
 
 -- name: run_version
 -- A digest of the run's whole row: every event, lease, wait and status change rewrites that row (an
--- event always advances next_seq), so an unchanged digest means an unchanged `show`.
-SELECT tenant, md5(r::text) AS version FROM runs r WHERE run_id = :run_id
+-- event always advances next_seq), so an unchanged digest means an unchanged `show`, except where
+-- `show` also tells what other rows hold: a parent's children, and a queued or running step's
+-- throttle (its key's slots); `fixed` says the digest covers everything.
+SELECT tenant, md5(r::text) AS version,
+       r.status NOT IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM fanouts f WHERE f.run_id = r.run_id) AS fixed
+  FROM runs r WHERE run_id = :run_id
 
 -- name: get_events
 SELECT seq, type, state, payload, worker, pid, attempt, created_at

@@ -153,12 +153,13 @@ def count_waiting(engine: Engine) -> dict[str, int]:
         return {r.signal: r.n for r in conn.execute(Q["count_waiting"])}
 
 
-async def version(reads: AsyncReads, run_id: str) -> tuple[str, str]:
-    """The run's tenant and a digest that changes whenever what :func:`view` reads changes."""
+async def version(reads: AsyncReads, run_id: str) -> tuple[str, str | None]:
+    """The run's tenant and a digest that changes whenever what `show` reads changes (None when `show`
+    also reads other rows that change on their own: a parent's children, a queued step's throttle)."""
     row = await reads.one(for_driver(EVENT_LOG)["run_version"], dict(run_id=run_id))
     if row is None:
         raise RunNotFound(run_id)
-    return row["tenant"], row["version"]
+    return row["tenant"], row["version"] if row["fixed"] else None
 
 
 def view(engine: Engine, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:

@@ -134,19 +134,26 @@ def test_lists_and_the_inbox_show_one_tenant_and_actions_record_the_token_name(a
 
 
 def test_a_run_read_again_is_fresh_and_an_unchanged_one_answers_304(api, tokens) -> None:
-    """Each replica keeps the JSON it rendered under the digest of the run's row: a change to the run
-    must show at once, and the digest is the ETag."""
+    """Each replica keeps the JSON it rendered for a run that only its own row can change, under the
+    digest of that row (its ETag): a change to the run must show at once."""
     run = _run(api, "acme")
     viewer = tokens["acme", "viewer"]
+    queued = api.get(f"/runs/{run}", headers=viewer)
+    assert "etag" not in queued.headers  # a queued step's throttle lives in other rows: never kept
+    assert queued.json()["children"] is None and queued.json()["parent"] is None
+
+    api.post(f"/runs/{run}/cancel", headers=tokens["acme", "operator"])
     first = api.get(f"/runs/{run}", headers=viewer)
+    assert first.json()["status"] == "cancelled" and first.json()["events"][-1]["type"] == "cancelled"
     etag = first.headers["etag"]
     assert api.get(f"/runs/{run}", headers=viewer).json() == first.json()
     assert api.get(f"/runs/{run}", headers={**viewer, "If-None-Match": etag}).status_code == 304
 
-    api.post(f"/runs/{run}/cancel", headers=tokens["acme", "operator"])
+    with api.runtime.engine.begin() as conn:  # any write to the run's row (here: as `gc` archiving it would)
+        conn.execute(text("UPDATE runs SET updated_at = now() + interval '1 second' WHERE run_id = :r"), {"r": run})
     after = api.get(f"/runs/{run}", headers={**viewer, "If-None-Match": etag})
     assert after.status_code == 200 and after.headers["etag"] != etag
-    assert after.json()["status"] == "cancelled" and after.json()["events"][-1]["type"] == "cancelled"
+    assert after.json()["updated_at"] != first.json()["updated_at"]
     assert api.get(f"/runs/{run}", headers=tokens["globex", "viewer"]).status_code == 404
 
 
@@ -156,6 +163,15 @@ def test_the_consoles_chat_list_shows_only_the_tenants_sessions(api, tokens) -> 
     api.cookies.set("steplog_token", token)
     page = api.get("/ui/chat")
     assert page.status_code == 200 and mine in page.text and theirs not in page.text
+
+
+def test_the_consoles_limits_page_is_for_admins(api, tokens) -> None:
+    api.cookies.set("steplog_token", tokens["acme", "admin"]["Authorization"].split()[1])
+    page = api.get("/ui/limits")
+    assert page.status_code == 200 and "Concurrency keys" in page.text and 'href="/ui/limits"' in page.text
+    api.cookies.set("steplog_token", tokens["acme", "operator"]["Authorization"].split()[1])
+    assert api.get("/ui/limits").status_code == 403
+    assert 'href="/ui/limits"' not in api.get("/ui/runs").text
 
 
 def _counts(engine) -> tuple:

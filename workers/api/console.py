@@ -185,6 +185,17 @@ def approvals_page(request: Request, who: access.Principal = Depends(viewer)) ->
     return _page(request, "approvals.html", who, waiting=inbox(request.app.state.api, who))
 
 
+@router.get("/ui/limits", response_class=HTMLResponse)
+def limits_page(request: Request, who: access.Principal = Depends(viewer)) -> HTMLResponse:
+    """What `steplog limits` shows: keys span tenants, so admins only."""
+    if not who.may("admin"):
+        raise HTTPException(403, f"role {who.role!r} may not see the fleet's limits")
+    from workers.limits import snapshot
+
+    api = request.app.state.api
+    return _page(request, "limits.html", who, limits=snapshot(api.engine, api.settings.redis_url))
+
+
 @router.get("/ui/chat", response_class=HTMLResponse)
 def chat_index(request: Request, who: access.Principal = Depends(viewer)) -> HTMLResponse:
     api = request.app.state.api

@@ -12,12 +12,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from checkpoint import access, flow, runs
+from checkpoint import access, fanout, flow, runs
 from checkpoint.errors import RunNotFound
 from checkpoint.statuses import RUN_STATUSES, TERMINAL_STATUSES
 from tasks.approvals import SIGNAL as APPROVAL
 from workers.api.auth import allowed, tenant_of, visible_run
-from workers.cli.render import event_json, iso, run_json, run_summary_json
+from workers.cli.render import children_json, event_json, iso, parent_json, run_json, run_summary_json
 
 router = APIRouter()
 
@@ -90,7 +90,10 @@ def show(api: Any, run_id: str, who: access.Principal) -> dict[str, Any]:
     if not who.sees(run["tenant"]):
         raise RunNotFound(run_id)
     throttle = flow.throttle_of(api.engine, run_id) if run["status"] in ("queued", "running") and not flight else None
-    return run_json(run, events_, flight, throttle)
+    doc = run_json(run, events_, flight, throttle)
+    doc["children"] = children_json(fanout.counts(api.engine, run_id))
+    doc["parent"] = parent_json(run)
+    return doc
 
 
 @router.get("/runs/{run_id}")
@@ -100,6 +103,9 @@ async def get_run(run_id: str, request: Request, who: access.Principal = Depends
     tenant, version = await runs.version(api.reads, run_id)
     if not who.sees(tenant):
         raise RunNotFound(run_id)
+    if version is None:  # what `show` says also depends on other rows: read it all
+        body = await anyio.to_thread.run_sync(lambda: json.dumps(show(api, run_id, who), default=str).encode())
+        return Response(body, media_type="application/json")
     etag = f'"{version}"'
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
