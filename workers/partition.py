@@ -24,12 +24,14 @@ import threading
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
+from checkpoint.errors import SteplogError
+
 #: Ports of URLs that name none.
 DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671,
                  "http": 80, "https": 443}
 
 
-class HostError(RuntimeError):
+class HostError(SteplogError, RuntimeError):
     """A host or its link could not be made (not root, no `ip`, an address taken)."""
 
 
