@@ -6,7 +6,7 @@ chat pages at laptop and phone width, saved as screenshots under .test-artifacts
 from __future__ import annotations
 
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from tests.support.browser import headless
@@ -31,13 +31,14 @@ def browser(tmp_path):
 
 
 def _until(browser, predicate, what: str, timeout: float = 60):
-    """``predicate(browser)`` once true. The live part of a run page is replaced as the run moves: an
-    element read while it is being replaced is stale, and is looked up again on the next try."""
+    """``predicate(browser)`` once true. The live part of a run page is replaced as the run moves, and a
+    click's new page loads after the click returns: an element read meanwhile is stale or not there
+    yet, and is looked up again on the next try."""
 
     def check():
         try:
             return predicate(browser)
-        except StaleElementReferenceException:
+        except (StaleElementReferenceException, NoSuchElementException):
             return False
 
     return wait_for(check, timeout=timeout, interval=0.2, what=what)
@@ -60,10 +61,12 @@ def test_sign_in_run_through_a_kill_approve_read_and_chat(corpus_fleet: Fleet, b
         assert browser.current_url.endswith("/ui/signin")
         browser.find_element(By.ID, "token").send_keys("stl_wrong")
         browser.find_element(By.ID, "signin").click()
-        assert "unknown or revoked" in browser.find_element(By.ID, "error").text
+        # A click returns before the page it posts to has loaded: wait for that page.
+        _until(browser, lambda b: "unknown or revoked" in b.find_element(By.ID, "error").text, "the sign-in error")
         browser.find_element(By.ID, "token").send_keys(token)
         browser.find_element(By.ID, "signin").click()
-        assert browser.current_url.endswith("/ui/runs") and "ada · admin · acme" in browser.page_source
+        _until(browser, lambda b: b.current_url.endswith("/ui/runs"), "the runs page")
+        assert "ada · admin · acme" in browser.page_source
 
         browser.find_element(By.CSS_SELECTOR, "details summary").click()
         browser.find_element(By.ID, "question").send_keys("How do I read a CSV file?")
