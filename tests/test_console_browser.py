@@ -98,7 +98,10 @@ def test_sign_in_run_through_a_kill_approve_read_and_chat(corpus_fleet: Fleet, b
         card = browser.find_element(By.CSS_SELECTOR, f".approval[data-run='{run_id}']")
         assert "notify" in card.text and f"{server.base}/hook" in card.text
         card.find_element(By.CSS_SELECTOR, "form[action$='/approve'] button").click()
-        assert browser.current_url.endswith("/ui/approvals")
+        # The form's answer redirects back to the inbox, without this run: wait for it, or its late
+        # redirect would replace the run page loaded next.
+        _until(browser, lambda b: b.current_url.endswith("/ui/approvals")
+               and not b.find_elements(By.CSS_SELECTOR, f".approval[data-run='{run_id}']"), "the inbox without the run")
         browser.get(f"{api.url}/ui/runs/{run_id}")
         _until(browser, lambda b: b.find_elements(By.ID, "report"), "the report", timeout=120)
         assert server.hits["/hook"] == 1 and len(server.applied) == 1
