@@ -103,15 +103,15 @@ async def get_run(run_id: str, request: Request, who: access.Principal = Depends
     tenant, version = await runs.version(api.reads, run_id)
     if not who.sees(tenant):
         raise RunNotFound(run_id)
+    render = lambda: json.dumps(show(api, run_id, who), default=str).encode()  # noqa: E731
     if version is None:  # what `show` says also depends on other rows: read it all
-        body = await anyio.to_thread.run_sync(lambda: json.dumps(show(api, run_id, who), default=str).encode())
-        return Response(body, media_type="application/json")
+        return Response(await anyio.to_thread.run_sync(render), media_type="application/json")
     etag = f'"{version}"'
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
     body = api.shown.get(run_id, version)
     if body is None:
-        body = await anyio.to_thread.run_sync(lambda: json.dumps(show(api, run_id, who), default=str).encode())
+        body = await anyio.to_thread.run_sync(render)
         api.shown.put(run_id, version, body)
     return Response(body, media_type="application/json", headers={"ETag": etag})
 
